@@ -1,0 +1,43 @@
+# The two commands of the contract are `make demo` and `make test`; both install first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SHARED_DATA := $(abspath ../shared/data)
+ifneq ($(wildcard $(SHARED_DATA)/.),)
+export LMREC_DATA_DIR ?= $(SHARED_DATA)
+endif
+export OMP_WAIT_POLICY ?= PASSIVE
+export LMREC_THREADS ?= 1
+DEMO_DIR ?= runs/demo
+
+.PHONY: install demo test lint bench-prepare clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# A CPU build of torch first where no CUDA is present; otherwise the package's range picks the user's own.
+	if ! command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q torch==2.13.0; fi
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: install
+	$(VENV)/bin/lmrec data prepare ml-100k --out $(DEMO_DIR)/data
+	$(VENV)/bin/lmrec train $(DEMO_DIR)/data --model sasrec --out $(DEMO_DIR)/sasrec --overwrite
+	$(VENV)/bin/lmrec evaluate $(DEMO_DIR)/sasrec --k 5,10,20
+	$(VENV)/bin/lmrec recommend $(DEMO_DIR)/sasrec --user 1 --k 10 --explain
+	$(VENV)/bin/lmrec recommend $(DEMO_DIR)/sasrec --user 42 --k 10
+
+test: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/python -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+bench-prepare: install
+	$(PY) bench/prepare.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,252 @@
+"""The Python API for notebooks and pipelines: prepare, train, evaluate, and recommend with original ids."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmrec.config import RunConfig, build_config
+from lmrec.data.dataset import PreparedDataset
+from lmrec.errors import DataError, RunError
+from lmrec.evaluate.evaluator import EvalResult
+from lmrec.evaluate.evaluator import evaluate as evaluate_model
+from lmrec.models.base import SequentialRecommender
+from lmrec.registry.run import RunDir
+from lmrec.runtime import configure_threads
+from lmrec.train.trainer import Trainer, peak_rss_mb
+
+log = logging.getLogger(__name__)
+
+EXCLUDE_SEEN_DEFAULT = True
+"""Whether recommendations leave out items the user already has: shared by the CLI, API and service."""
+
+
+def prepare(source: str | Path, out: str | Path, **options: Any) -> PreparedDataset:
+    """Read, clean, sequence and split a behaviour log into a PreparedDataset (see `lmrec data prepare`)."""
+    from lmrec.data.prepare import prepare as _prepare
+
+    return _prepare(source, out, **options)
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    model: str | None = None,
+    config: RunConfig | None = None,
+    config_file: Path | None = None,
+    overrides: list[str] | None = None,
+    seed: int | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train a model on a prepared dataset, evaluate its best checkpoint, and return its metrics.json."""
+    dataset = PreparedDataset.load(data)
+    config = config or build_config(model, config_file, overrides, seed)
+    run = RunDir(out)
+    if resume and not run.last_file.is_file():
+        raise RunError(f"cannot resume: {run.path} has no checkpoint yet; start it without --resume.")
+    run.create(overwrite=overwrite, resume=resume)
+    if resume and run.info().get("fingerprint") != dataset.fingerprint:
+        raise RunError(
+            f"run {run.path} was trained on another dataset preparation; it cannot resume on {data}."
+        )
+    run.write_setup(
+        config,
+        {
+            "dataset": str(Path(data).resolve()),
+            "dataset_name": dataset.name,
+            "fingerprint": dataset.fingerprint,
+            "model": config.model_name,
+            "n_items": dataset.n_items,
+        },
+    )
+    trainer = Trainer(dataset, config, run, progress=progress)
+    state = trainer.fit(resume=resume)
+    model_ = run.load_model(dataset.fingerprint)
+    results = {
+        split: evaluate_model(
+            model_,
+            dataset,
+            split,
+            ks=config.eval.ks,
+            mask_history=config.eval.mask_history,
+            batch_size=config.eval.batch_size,
+        )
+        for split in ("valid", "test")
+    }
+    for split, result in results.items():
+        result.save(run.ranks_file(split))
+    epochs = max(1, state.epoch)
+    metrics = {
+        "model": config.model_name,
+        "dataset": dataset.name,
+        "valid": results["valid"].metrics,
+        "test": results["test"].metrics,
+        "epochs": state.epoch,
+        "best_epoch": state.best_epoch,
+        "seconds_per_epoch": state.train_seconds / epochs,
+        "train_seconds": state.train_seconds,
+        "peak_rss_mb": peak_rss_mb(),
+        "mask_history": config.eval.mask_history,
+        "seed": config.seed,
+    }
+    run.write_metrics(metrics)
+    return metrics
+
+
+def evaluate(
+    run: str | Path,
+    split: str = "test",
+    ks: list[int] | None = None,
+    mask_history: bool | None = None,
+    data: str | Path | None = None,
+) -> EvalResult:
+    """Evaluate a run's best model on a split of its dataset (full ranking)."""
+    recommender = Recommender.load(run, data=data)
+    config = recommender.config.eval
+    return evaluate_model(
+        recommender.model,
+        recommender.dataset,
+        split,
+        ks=ks or config.ks,
+        mask_history=config.mask_history if mask_history is None else mask_history,
+        batch_size=config.batch_size,
+    )
+
+
+@dataclass
+class Recommendation:
+    """One recommended item: original id, score, title, and (optionally) the past events that drove it."""
+
+    item_id: str
+    score: float
+    title: str
+    because: list[tuple[str, float]] | None = None
+
+
+class Recommender:
+    """A trained run ready to recommend, speaking original user and item ids."""
+
+    def __init__(
+        self, run: RunDir, dataset: PreparedDataset, model: SequentialRecommender, config: RunConfig
+    ):
+        self.run = run
+        self.dataset = dataset
+        self.model = model
+        self.config = config
+
+    @classmethod
+    def load(cls, path: str | Path, data: str | Path | None = None) -> Recommender:
+        """Load a run and the dataset it was trained on (or `data`, which must be the same preparation)."""
+        configure_threads()
+        run = RunDir(path)
+        info = run.info()
+        dataset_path = Path(data) if data is not None else Path(info["dataset"])
+        if not dataset_path.exists():
+            raise DataError(
+                f"the dataset of run {run.path} is gone ({dataset_path}); pass the prepared dataset with --data."
+            )
+        dataset = PreparedDataset.load(dataset_path)
+        return cls(run, dataset, run.load_model(dataset.fingerprint), run.config())
+
+    def history(self, user_id: str) -> np.ndarray:
+        """The whole known sequence of a user (all splits), as item indices."""
+        index = self.dataset.user_index.get(str(user_id))
+        if index is None:
+            raise DataError(f"unknown user {user_id!r}: not in the dataset of run {self.run.path}.")
+        return self.dataset.sequence(index)
+
+    def recommend_history(
+        self,
+        history: np.ndarray,
+        k: int = 10,
+        exclude_seen: bool = EXCLUDE_SEEN_DEFAULT,
+        explain: bool = False,
+    ) -> list[Recommendation]:
+        """Top-k items after a sequence of item indices."""
+        window = history[-self.model.max_len :]
+        tensor = torch.as_tensor(window, dtype=torch.long)[None]
+        lengths = torch.tensor([len(window)])
+        with torch.inference_mode():
+            scores = self.model.score_all(tensor, lengths)[0]
+            if exclude_seen and len(history):
+                scores[torch.as_tensor(history, dtype=torch.long)] = float("-inf")
+            k = min(k, int(torch.isfinite(scores).sum()))
+            top = torch.topk(scores, k)
+            because = self._explain(tensor, lengths, top.indices[None]) if explain else None
+        return [
+            Recommendation(
+                item_id=str(self.dataset.item_ids[int(item)]),
+                score=float(score),
+                title=self.dataset.item_title(int(item)),
+                because=because[j] if because is not None else None,
+            )
+            for j, (item, score) in enumerate(zip(top.indices, top.values, strict=True))
+        ]
+
+    def recommend(
+        self, user_id: str, k: int = 10, exclude_seen: bool = EXCLUDE_SEEN_DEFAULT, explain: bool = False
+    ) -> list[Recommendation]:
+        """Top-k items for a known user from their whole history."""
+        return self.recommend_history(self.history(user_id), k=k, exclude_seen=exclude_seen, explain=explain)
+
+    def title_of(self, item_id: str) -> str:
+        """The title of an item given its original id."""
+        return self.dataset.item_title(self.dataset.item_index[item_id])
+
+    def export_all(
+        self, out: str | Path, k: int = 10, exclude_seen: bool = EXCLUDE_SEEN_DEFAULT, batch_size: int = 512
+    ) -> int:
+        """Write every user's top-k (user_id, rank, item_id, score) to a Parquet file; returns the row count."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        ds, width = self.dataset, self.model.max_len
+        users, ranks, items, scores = [], [], [], []
+        for lo in range(0, ds.n_users, batch_size):
+            batch = np.arange(lo, min(lo + batch_size, ds.n_users))
+            ends = ds.offsets[batch + 1]
+            cols = ends[:, None] - width + np.arange(width)[None, :]
+            history = np.where(cols >= ds.offsets[batch][:, None], ds.items[np.clip(cols, 0, None)], 0)
+            tensor = torch.from_numpy(history.astype(np.int64))
+            with torch.inference_mode():
+                batch_scores = self.model.score_all(tensor, (tensor > 0).sum(1))
+                if exclude_seen:
+                    for row, user in enumerate(batch):
+                        batch_scores[row, torch.from_numpy(ds.sequence(int(user)))] = float("-inf")
+                top = torch.topk(batch_scores, min(k, ds.n_items))
+            users.append(np.repeat(ds.user_ids[batch], top.indices.shape[1]))
+            ranks.append(np.tile(np.arange(1, top.indices.shape[1] + 1), len(batch)))
+            items.append(ds.item_ids[top.indices.numpy().ravel()])
+            scores.append(top.values.numpy().ravel())
+        table = pa.table(
+            {
+                "user_id": pa.array(np.concatenate(users).tolist(), pa.string()),
+                "rank": pa.array(np.concatenate(ranks), pa.int32()),
+                "item_id": pa.array(np.concatenate(items).tolist(), pa.string()),
+                "score": pa.array(np.concatenate(scores), pa.float32()),
+            }
+        )
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, out)
+        return table.num_rows
+
+    def _explain(self, history: torch.Tensor, lengths: torch.Tensor, items: torch.Tensor, top: int = 3):
+        weights = self.model.explain(history, lengths, items)[0]  # [K, L]
+        out = []
+        for row in weights:
+            order = torch.argsort(row, descending=True)[:top]
+            out.append(
+                [
+                    (str(self.dataset.item_ids[int(history[0, j])]), float(row[j]))
+                    for j in order
+                    if int(history[0, j]) > 0 and float(row[j]) > 0
+                ]
+            )
+        return out

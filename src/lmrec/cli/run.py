@@ -1,0 +1,144 @@
+"""`lmrec train`, `evaluate`, `compare` and `recommend`: parsing only; the work is in `lmrec.api`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lmrec import api
+from lmrec.errors import LmrecError
+from lmrec.evaluate.evaluator import EvalResult
+from lmrec.evaluate.tables import comparison_table, metrics_table
+from lmrec.registry.run import RunDir
+
+console = Console()
+
+MAIN_METRICS = ("hr", "ndcg", "mrr", "recall", "precision", "map")
+
+
+def _ks(text: str) -> list[int]:
+    try:
+        ks = [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise LmrecError(
+            f"--k must be a comma-separated list of integers such as 5,10,20, not {text!r}."
+        ) from None
+    if not ks or min(ks) < 1:
+        raise LmrecError("--k needs at least one cut-off of 1 or more, such as 5,10,20.")
+    return ks
+
+
+def _main_metrics(result: EvalResult) -> list[str]:
+    return [m for m in result.metrics if m.split("@")[0].removeprefix("sampled_") in MAIN_METRICS]
+
+
+def train(
+    data: Path = typer.Argument(..., help="A prepared dataset directory (lmrec data prepare)."),
+    model: str = typer.Option(None, "--model", "-m", help="Model name, e.g. sasrec, gru4rec, bert4rec, pop."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory to create."),
+    config: Path = typer.Option(None, "--config", help="YAML config; default configs/<model>.yaml."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key: --set model.hidden=128."),
+    seed: int = typer.Option(None, "--seed", help="Random seed (default from the config, 0)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run's last complete checkpoint."),
+    threads: int = typer.Option(None, "--threads", help="Torch threads (default LMREC_THREADS or 1)."),
+) -> None:
+    """Train a model, evaluate its best checkpoint on valid and test, and write RUN/metrics.json."""
+    overrides = list(set_) + ([f"train.threads={threads}"] if threads else [])
+    metrics = api.train(
+        data,
+        out,
+        model=model,
+        config_file=config,
+        overrides=overrides,
+        seed=seed,
+        overwrite=overwrite,
+        resume=resume,
+        progress=True,
+    )
+    table = Table(title=f"{metrics['model']} on {metrics['dataset']}")
+    table.add_column("split")
+    keys = [k for k in metrics["test"] if k.split("@")[0] in MAIN_METRICS and k.endswith("@10")]
+    for key in keys:
+        table.add_column(key, justify="right")
+    for split in ("valid", "test"):
+        table.add_row(split, *(f"{metrics[split][k]:.4f}" for k in keys))
+    console.print(table)
+    console.print(
+        f"{metrics['epochs']} epochs (best {metrics['best_epoch']}), {metrics['train_seconds']:.1f} s training, "
+        f"{metrics['seconds_per_epoch']:.2f} s/epoch, peak RSS {metrics['peak_rss_mb']:.0f} MiB → {out}"
+    )
+
+
+def evaluate(
+    run: Path = typer.Argument(..., help="A run directory."),
+    split: str = typer.Option("test", "--split", help="test or valid."),
+    k: str = typer.Option("5,10,20", "--k", help="Cut-offs, comma-separated."),
+    mask_history: bool = typer.Option(None, "--mask-history/--no-mask-history", help="Default: the run's."),
+    data: Path = typer.Option(None, "--data", help="The prepared dataset, if it moved."),
+) -> None:
+    """Full-ranking metrics of a run with 95% bootstrap intervals."""
+    result = api.evaluate(run, split=split, ks=_ks(k), mask_history=mask_history, data=data)
+    console.print(metrics_table(result, title=f"{run} — {split} ({len(result)} targets)"))
+
+
+def compare(
+    runs: list[Path] = typer.Argument(..., help="Two or more run directories trained on the same data."),
+    split: str = typer.Option("test", "--split", help="test or valid."),
+    k: str = typer.Option("10", "--k", help="Cut-offs, comma-separated."),
+) -> None:
+    """Runs side by side, each with a paired bootstrap test of per-user differences against the first."""
+    if len(runs) < 2:
+        raise LmrecError("compare needs at least two run directories.")
+    results = [api.evaluate(run, split=split, ks=_ks(k)) for run in runs]
+    metrics = _main_metrics(results[0])
+    console.print(comparison_table(results, [str(r) for r in runs], metrics, title=f"{split} split"))
+
+
+def recommend(
+    run: Path = typer.Argument(..., help="A run directory."),
+    user: str = typer.Option(None, "--user", help="Original user id."),
+    all_users: bool = typer.Option(False, "--all-users", help="Recommend for every user (batch export)."),
+    k: int = typer.Option(10, "--k", min=1),
+    explain: bool = typer.Option(False, "--explain", help="Show the past events that drove each item."),
+    exclude_seen: bool = typer.Option(api.EXCLUDE_SEEN_DEFAULT, "--exclude-seen/--include-seen"),
+    out: Path = typer.Option(None, "--out", help="Parquet file for --all-users."),
+    data: Path = typer.Option(None, "--data", help="The prepared dataset, if it moved."),
+) -> None:
+    """Top-k items for a user (original ids, with titles), or for all users into a Parquet file."""
+    recommender = api.Recommender.load(run, data=data)
+    if all_users:
+        if out is None:
+            raise LmrecError("--all-users writes a file: give it with --out recs.parquet.")
+        rows = recommender.export_all(out, k=k, exclude_seen=exclude_seen)
+        console.print(f"wrote {rows:,} recommendations for {recommender.dataset.n_users:,} users to {out}")
+        return
+    if user is None:
+        raise LmrecError("give a user with --user ID, or --all-users --out FILE.")
+    if explain and recommender.model.explain_method == "none":
+        raise LmrecError(
+            f"model {recommender.model.name} cannot explain its recommendations; drop --explain."
+        )
+    recs = recommender.recommend(user, k=k, exclude_seen=exclude_seen, explain=explain)
+    table = Table(title=f"top {k} for user {user} ({RunDir(run).info()['model']})")
+    for column in ("#", "item", "title", "score"):
+        table.add_column(column, justify="right" if column in ("#", "score") else "left")
+    if explain:
+        table.add_column(f"because of ({recommender.model.explain_method})")
+    for rank, rec in enumerate(recs, 1):
+        cells = [str(rank), rec.item_id, rec.title, f"{rec.score:.3f}"]
+        if explain:
+            cells.append(", ".join(f"{recommender.title_of(i)} ({w:.2f})" for i, w in rec.because or []))
+        table.add_row(*cells)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach these commands to the main app."""
+    app.command()(train)
+    app.command()(evaluate)
+    app.command()(compare)
+    app.command()(recommend)

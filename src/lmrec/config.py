@@ -1,0 +1,149 @@
+"""Typed run configuration (pydantic) loaded from YAML, with `--set section.key=value` overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lmrec.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainConfig(_Strict):
+    """How to optimise: objective, optimiser, schedule, stopping and resources."""
+
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    clip_norm: float | None = 5.0
+    loss: Literal["ce", "bce", "sampled_softmax"] = "ce"
+    negatives: int = Field(256, ge=1)
+    window_stride: int | None = Field(None, ge=1)
+    patience: int = Field(10, ge=1)
+    eval_every: int = Field(1, ge=1)
+    max_seconds: float | None = None
+    threads: int | None = Field(None, ge=1)
+
+
+class EvalConfig(_Strict):
+    """How to evaluate: cut-offs, masking of seen items, batch size."""
+
+    ks: list[int] = [5, 10, 20]
+    mask_history: bool = True
+    batch_size: int = Field(512, ge=1)
+    metric: str = "ndcg@10"
+
+
+class RunConfig(_Strict):
+    """Everything a training run needs besides the data: model name and parameters, training, evaluation."""
+
+    model: dict[str, Any] = {"name": "sasrec"}
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    seed: int = 0
+
+    @property
+    def model_name(self) -> str:
+        """The registered model name."""
+        return str(self.model.get("name", "sasrec"))
+
+    @property
+    def model_params(self) -> dict[str, Any]:
+        """Model hyper-parameters without the name."""
+        return {k: v for k, v in self.model.items() if k != "name"}
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn ["model.hidden=128", "train.lr=3e-4"] into a nested dict; values are parsed as YAML."""
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(
+                f"override {pair!r} is not of the form section.key=value (e.g. model.hidden=128)."
+            )
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return nested
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `extra` into a copy of `base`."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, with a clear error when the file is missing or not a mapping."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist.")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections (model, train, eval, seed).")
+    return data
+
+
+def default_config_path(model: str) -> Path | None:
+    """The shipped `configs/<model>.yaml`, when it exists."""
+    path = CONFIG_DIR / f"{model}.yaml"
+    return path if path.is_file() else None
+
+
+def build_config(
+    model: str | None = None,
+    config_file: Path | None = None,
+    overrides: list[str] | None = None,
+    seed: int | None = None,
+) -> RunConfig:
+    """Compose defaults ← configs/<model>.yaml ← --config FILE ← --set overrides ← --seed."""
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        data = load_yaml(config_file)
+    name = model or data.get("model", {}).get("name") or "sasrec"
+    shipped = default_config_path(name)
+    if shipped is not None and config_file is None:
+        data = load_yaml(shipped)
+    data = merge(data, {"model": {"name": name}})
+    data = merge(data, parse_overrides(overrides or []))
+    if seed is not None:
+        data["seed"] = seed
+    return validate_config(data)
+
+
+def validate_config(data: dict[str, Any]) -> RunConfig:
+    """Validate a config mapping, naming the bad key and the allowed ones."""
+    try:
+        return RunConfig(**data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = [str(p) for p in first["loc"]]
+        section = {"train": TrainConfig, "eval": EvalConfig}.get(loc[0]) if loc else None
+        allowed = sorted((section or RunConfig).model_fields)
+        raise ConfigError(
+            f"invalid setting {'.'.join(loc)}: {first['msg']}; allowed keys"
+            f"{' in ' + loc[0] if section else ''}: {', '.join(allowed)}."
+        ) from None
+
+
+def dump_config(config: RunConfig) -> str:
+    """YAML text of a config, as written to a run directory."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,168 @@
+"""The PreparedDataset: the on-disk hand-over from data preparation to training and evaluation.
+
+Layout of a prepared directory (written by `lmrec.data.prepare`, read here):
+
+- `manifest.json`: counts (`users`, `items`, `interactions`), per-reason drop counts, source hash,
+  options, split summary and the `fingerprint` that identifies this preparation.
+- `interactions.parquet`: one row per kept event, sorted by `user_idx` then chronological position,
+  columns `user_idx` (int32, 0-based), `item_idx` (int32, 1..items; 0 is padding),
+  `timestamp` (float64 epoch seconds), `split` (int8: 0 train, 1 valid, 2 test), and optionally
+  `event_type` (string) and `value` (float64).
+- `users.parquet`: `user_idx`, `user_id` (original id as a string).
+- `items.parquet`: `item_idx` (1..items), `item_id` (original id as a string), `text` (the rendered
+  item text, null when none), `cold` (bool: first seen after the cutoff of a cold-items split), and the
+  side columns of the items table as strings.
+
+Within each user the split codes never decrease, so a user's training events are always a prefix of
+their sequence, and every evaluation target's history is simply the events before it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from lmrec.errors import DataError
+
+MANIFEST = "manifest.json"
+INTERACTIONS = "interactions.parquet"
+USERS = "users.parquet"
+ITEMS = "items.parquet"
+FORMAT_VERSION = 1
+
+TRAIN, VALID, TEST = 0, 1, 2
+SPLIT_CODES = {"train": TRAIN, "valid": VALID, "test": TEST}
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Evaluation targets of one split: target `item`, its `user`, and `pos`, the length of its history.
+
+    The history of target i is `dataset.items[dataset.offsets[user[i]] : dataset.offsets[user[i]] + pos[i]]`.
+    """
+
+    user: np.ndarray
+    item: np.ndarray
+    pos: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.user.shape[0])
+
+
+class PreparedDataset:
+    """Read-only view of a prepared directory as flat numpy arrays (CSR by user)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        manifest_path = self.path / MANIFEST
+        if not manifest_path.is_file():
+            raise DataError(
+                f"{self.path} is not a prepared dataset (no {MANIFEST}); "
+                f"create one with `lmrec data prepare SOURCE --out {self.path}`."
+            )
+        self.manifest: dict = json.loads(manifest_path.read_text())
+        version = self.manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise DataError(
+                f"{self.path} was prepared with format version {version}, this lmrec reads "
+                f"{FORMAT_VERSION}; prepare it again with `lmrec data prepare`."
+            )
+        table = pq.read_table(self.path / INTERACTIONS, columns=["user_idx", "item_idx", "timestamp", "split"])
+        users = table.column("user_idx").to_numpy()
+        self.items: np.ndarray = table.column("item_idx").to_numpy().astype(np.int64)
+        self.timestamps: np.ndarray = table.column("timestamp").to_numpy()
+        self.split: np.ndarray = table.column("split").to_numpy().astype(np.int8)
+        self.n_users = int(self.manifest["users"])
+        self.n_items = int(self.manifest["items"])
+        counts = np.bincount(users, minlength=self.n_users)
+        self.offsets: np.ndarray = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    @classmethod
+    def load(cls, path: str | Path) -> PreparedDataset:
+        """Open a prepared directory."""
+        return cls(path)
+
+    @property
+    def name(self) -> str:
+        """A short name for tables: the source's name, else the directory name."""
+        return str(self.manifest.get("name") or self.path.name)
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the exact preparation (source content and options); runs record it."""
+        return str(self.manifest["fingerprint"])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Number of events of each user."""
+        return np.diff(self.offsets)
+
+    @cached_property
+    def train_lengths(self) -> np.ndarray:
+        """Number of training events of each user (they are the first ones of the sequence)."""
+        is_train = (self.split == TRAIN).astype(np.int64)
+        return np.add.reduceat(is_train, self.offsets[:-1]) * (self.lengths > 0)
+
+    def sequence(self, user: int) -> np.ndarray:
+        """The whole chronological item sequence of one user (all splits)."""
+        return self.items[self.offsets[user] : self.offsets[user + 1]]
+
+    def train_sequence(self, user: int) -> np.ndarray:
+        """The training prefix of one user's sequence."""
+        start = self.offsets[user]
+        return self.items[start : start + self.train_lengths[user]]
+
+    def targets(self, split: str) -> Targets:
+        """All evaluation targets of `split` ("valid" or "test")."""
+        if split not in ("valid", "test"):
+            raise DataError(f"unknown split {split!r}; use 'valid' or 'test'.")
+        rows = np.flatnonzero(self.split == SPLIT_CODES[split])
+        users = np.searchsorted(self.offsets, rows, side="right") - 1
+        return Targets(user=users, item=self.items[rows], pos=rows - self.offsets[users])
+
+    @cached_property
+    def user_ids(self) -> np.ndarray:
+        """Original user ids (strings) indexed by `user_idx`."""
+        table = pq.read_table(self.path / USERS, columns=["user_idx", "user_id"]).sort_by("user_idx")
+        return np.asarray(table.column("user_id").to_pylist(), dtype=object)
+
+    @cached_property
+    def item_table(self):
+        """The items table (pyarrow), sorted by `item_idx`."""
+        return pq.read_table(self.path / ITEMS).sort_by("item_idx")
+
+    @cached_property
+    def item_ids(self) -> np.ndarray:
+        """Original item ids (strings) indexed by `item_idx`; index 0 (padding) is the empty string."""
+        ids = self.item_table.column("item_id").to_pylist()
+        return np.asarray(["", *ids], dtype=object)
+
+    @cached_property
+    def item_text(self) -> list[str | None]:
+        """Rendered item texts indexed by `item_idx` (index 0 is None)."""
+        return [None, *self.item_table.column("text").to_pylist()]
+
+    @cached_property
+    def user_index(self) -> dict[str, int]:
+        """Original user id → `user_idx`."""
+        return {uid: i for i, uid in enumerate(self.user_ids)}
+
+    @cached_property
+    def item_index(self) -> dict[str, int]:
+        """Original item id → `item_idx`."""
+        return {iid: i for i, iid in enumerate(self.item_ids) if i > 0}
+
+    def item_title(self, item: int) -> str:
+        """A human-readable label for an item: its title column, else its text, else its id."""
+        table = self.item_table
+        for column in ("title", "movie_title", "name"):
+            if column in table.column_names:
+                value = table.column(column)[item - 1].as_py()
+                if value:
+                    return str(value)
+        return self.item_text[item] or str(self.item_ids[item])

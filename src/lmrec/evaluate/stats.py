@@ -1,0 +1,159 @@
+"""Bootstrap confidence intervals of metric means and paired bootstrap tests between runs.
+
+Both work on per-example values (one per evaluation target), so a difference between two models is
+tested on the same targets rather than on two independent means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lmrec.errors import RunError
+from lmrec.evaluate.evaluator import EvalResult
+
+DEFAULT_RESAMPLES = 1000
+_MAX_DRAWS = 4_000_000  # resampled values held in memory at once
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean with its percentile-bootstrap confidence interval."""
+
+    mean: float
+    low: float
+    high: float
+    level: float = 0.95
+
+    def __str__(self) -> str:
+        return f"{self.mean:.4f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Mean per-example difference (second run minus first), its interval and two-sided p-value."""
+
+    delta: float
+    low: float
+    high: float
+    p_value: float
+    n: int
+    level: float = 0.95
+
+    def __str__(self) -> str:
+        p_value = "p<0.001" if self.p_value < 0.001 else f"p={self.p_value:.3f}"
+        return f"{self.delta:+.4f} [{self.low:+.3f}, {self.high:+.3f}] {p_value}"
+
+
+def _values(values: np.ndarray) -> np.ndarray:
+    """A non-empty, NaN-free 1-D float array."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or array.size == 0 or np.isnan(array).any():
+        raise ValueError("bootstrap needs a non-empty 1-D array of per-example values without NaN")
+    return array
+
+
+def _check_level(level: float) -> None:
+    """Reject confidence levels outside (0, 1)."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"confidence level must be between 0 and 1, got {level}")
+
+
+def bootstrap_means(values: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> np.ndarray:
+    """Means of `n_resamples` resamples with replacement of `values`, drawn in memory-bounded chunks."""
+    array = _values(values)
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be positive, got {n_resamples}")
+    rng = np.random.default_rng(seed)
+    n = array.size
+    per_chunk = max(1, _MAX_DRAWS // n)
+    chunks = [
+        array[rng.integers(0, n, size=(min(per_chunk, n_resamples - done), n))].mean(axis=1)
+        for done in range(0, n_resamples, per_chunk)
+    ]
+    return np.concatenate(chunks)
+
+
+def bootstrap_ci(
+    values: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, level: float = 0.95, seed: int = 0
+) -> Interval:
+    """Percentile-bootstrap interval of the mean of `values`."""
+    _check_level(level)
+    means = bootstrap_means(values, n_resamples, seed)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return Interval(float(np.mean(values)), float(low), float(high), level)
+
+
+def paired_test(
+    deltas: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, level: float = 0.95, seed: int = 0
+) -> PairedTest:
+    """Paired bootstrap of per-example differences: mean, percentile interval and two-sided p-value.
+
+    The p-value is the share of resampled means, shifted to a null mean of 0, at least as far from 0 as
+    the observed mean (with the +1 correction, so it is never exactly 0).
+    """
+    _check_level(level)
+    means = bootstrap_means(deltas, n_resamples, seed)
+    observed = float(np.mean(deltas))
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    extreme = int((np.abs(means - observed) >= abs(observed)).sum())
+    p_value = min(1.0, (extreme + 1) / (means.size + 1))
+    return PairedTest(observed, float(low), float(high), p_value, int(np.size(deltas)), level)
+
+
+def check_same_targets(first: EvalResult, second: EvalResult) -> None:
+    """Raise RunError saying how two results differ unless they ranked the same targets the same way."""
+    problems = []
+    if first.split != second.split:
+        problems.append(f"split {first.split} vs {second.split}")
+    if first.fingerprint and second.fingerprint and first.fingerprint != second.fingerprint:
+        problems.append(f"dataset fingerprint {first.fingerprint} vs {second.fingerprint}")
+    if (first.sampled_negatives, first.mask_history) != (second.sampled_negatives, second.mask_history):
+        problems.append(f"protocol '{first.protocol}' vs '{second.protocol}'")
+    if len(first) != len(second):
+        problems.append(f"{len(first)} vs {len(second)} targets")
+    else:
+        differs = first.users != second.users
+        differs |= (first.items != second.items) | (first.positions != second.positions)
+        if differs.any():
+            i = int(np.argmax(differs))
+            problems.append(
+                f"{int(differs.sum())} targets differ, first at example {i}: "
+                f"user {first.users[i]} item {first.items[i]} "
+                f"vs user {second.users[i]} item {second.items[i]}"
+            )
+    if problems:
+        raise RunError("the two evaluations are not on the same targets: " + "; ".join(problems) + ".")
+
+
+def paired_deltas(first: EvalResult, second: EvalResult, metric: str) -> np.ndarray:
+    """Per-example `second - first` of `metric`, after checking both ranked the same targets."""
+    check_same_targets(first, second)
+    return second.per_example(metric) - first.per_example(metric)
+
+
+def pooled_deltas(pairs: Sequence[tuple[EvalResult, EvalResult]], metric: str) -> np.ndarray:
+    """Per-example deltas of several (first, second) seed pairs, concatenated for one pooled test.
+
+    The resampling then treats every (seed, target) as independent; when the S pairs all rank the same N
+    targets, `deltas.reshape(S, N).mean(axis=0)` resamples targets with their seed-averaged delta instead.
+    """
+    if not pairs:
+        raise ValueError("pooling needs at least one pair of results")
+    return np.concatenate([paired_deltas(first, second, metric) for first, second in pairs])
+
+
+def compare(
+    first: EvalResult,
+    second: EvalResult,
+    metric: str,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    level: float = 0.95,
+    seed: int = 0,
+) -> PairedTest:
+    """Paired bootstrap test of `second` against `first` on `metric`."""
+    return paired_test(paired_deltas(first, second, metric), n_resamples, level, seed)

@@ -1,0 +1,100 @@
+"""Rich tables of evaluation results: one run with confidence intervals, or runs side by side.
+
+Per-example metrics (HR, NDCG, MRR, Recall, Precision, MAP) get bootstrap intervals; catalogue-level
+ones (coverage, popularity) are single numbers. Functions return the table; callers print it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.table import Table
+
+from lmrec.evaluate.evaluator import SAMPLED_PREFIX, EvalResult
+from lmrec.evaluate.metrics import RANKING_METRICS
+from lmrec.evaluate.stats import DEFAULT_RESAMPLES, bootstrap_ci, check_same_targets, compare
+
+
+def is_per_example(metric: str) -> bool:
+    """Whether `metric` (e.g. "ndcg@10", "sampled_hr@10") has one value per target."""
+    name = metric.removeprefix(SAMPLED_PREFIX)
+    return name.partition("@")[0] in RANKING_METRICS
+
+
+def _number(value: float) -> str:
+    """Four decimals for rates, one for counts such as mean popularity."""
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.4f}"
+
+
+def _cell(result: EvalResult, metric: str, n_resamples: int, level: float, seed: int) -> str:
+    """The cell of one metric: "mean [low, high]" when per-example, the plain value otherwise."""
+    if is_per_example(metric):
+        return str(bootstrap_ci(result.per_example(metric), n_resamples, level, seed))
+    return _number(result.metrics[metric])
+
+
+def _caption(result: EvalResult, n_resamples: int, level: float) -> str:
+    """How the numbers were made: protocol, number of targets and the interval method."""
+    return (
+        f"{result.protocol}; {len(result)} targets; "
+        f"{level:.0%} percentile bootstrap intervals, {n_resamples} resamples"
+    )
+
+
+def metrics_table(
+    result: EvalResult,
+    metrics: Sequence[str] | None = None,
+    *,
+    title: str | None = None,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Table:
+    """One run's metrics (default: all), one per row, with intervals such as "0.0712 [0.061, 0.082]"."""
+    table = Table(title=title, caption=_caption(result, n_resamples, level))
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for metric in metrics or list(result.metrics):
+        table.add_row(metric, _cell(result, metric, n_resamples, level, seed))
+    return table
+
+
+def comparison_table(
+    results: Sequence[EvalResult],
+    names: Sequence[str],
+    metrics: Sequence[str] | None = None,
+    *,
+    title: str | None = None,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Table:
+    """Runs as rows, metrics as columns; every run after the first also shows its paired test against it.
+
+    The delta line (this run minus the first) reads "Δ +0.0050 [+0.001, +0.009] p=0.012" and is bold
+    when its interval excludes 0.
+    All runs must have ranked the same targets under the same protocol (RunError otherwise).
+    """
+    if not results or len(results) != len(names):
+        raise ValueError(f"need one name per result, got {len(results)} results and {len(names)} names")
+    base = results[0]
+    for other in results[1:]:
+        check_same_targets(base, other)
+    columns = list(metrics or [m for m in base.metrics if all(m in r.metrics for r in results)])
+    table = Table(title=title, caption=_caption(base, n_resamples, level) + f"; Δ and p vs {names[0]}")
+    table.add_column("run")
+    for metric in columns:
+        table.add_column(metric, justify="right")
+    for index, (result, name) in enumerate(zip(results, names, strict=True)):
+        cells = []
+        for metric in columns:
+            cell = _cell(result, metric, n_resamples, level, seed)
+            if index and is_per_example(metric):
+                test = compare(base, result, metric, n_resamples, level, seed)
+                delta = f"Δ {test}"
+                cell += f"\n[bold]{delta}[/bold]" if test.low > 0 or test.high < 0 else f"\n{delta}"
+            elif index:
+                cell += f"\nΔ {result.metrics[metric] - base.metrics[metric]:+.4f}"
+            cells.append(cell)
+        table.add_row(name, *cells)
+    return table

@@ -1,0 +1,211 @@
+"""BERT4Rec (Sun et al., CIKM 2019): a bidirectional Transformer trained to fill in masked items (cloze).
+
+Training replaces random items of a window by a [MASK] token (id n_items + 1, an input-only token) and
+predicts the originals; inference appends [MASK] after the history and predicts what fills it. Post-norm
+BERT blocks with learned positions counted back from the most recent slot, an output head (dense, GELU,
+LayerNorm) and an item table shared with the input embeddings plus a per-item output bias, as in the
+original implementation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, ValidationInfo, field_validator
+from torch import Tensor, nn
+
+from lmrec.models.base import Batch, ModelConfig, SequentialRecommender, register
+
+
+class BERT4RecConfig(ModelConfig):
+    """BERT4Rec hyper-parameters (the paper's architecture; mask_prob 0.2 as for MovieLens-1M)."""
+
+    hidden: int = Field(64, ge=8)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    ffn_mult: int = Field(4, ge=1)
+    mask_prob: float = Field(0.2, gt=0, le=1)
+    mask_last_prob: float = Field(0.1, ge=0, le=1)
+
+    @field_validator("heads")
+    @classmethod
+    def _heads_divide_hidden(cls, heads: int, info: ValidationInfo) -> int:
+        hidden = info.data.get("hidden")
+        if hidden is not None and hidden % heads:
+            raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
+        return heads
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention in both directions over the allowed (non-padding) positions."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.dropout = dropout
+
+    def forward(self, x: Tensor, allowed: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """`allowed` is a [B, 1, T, T] boolean mask; returns outputs and, if asked, per-head weights."""
+        bsz, length, hidden = x.shape
+        q, k, v = self.qkv(x).view(bsz, length, 3, self.heads, hidden // self.heads).permute(2, 0, 3, 1, 4)
+        drop = self.dropout if self.training else 0.0
+        if need_weights:
+            att = ((q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])).masked_fill(~allowed, float("-inf"))
+            att = att.softmax(-1)
+            y = F.dropout(att, drop) @ v
+        else:
+            att = None
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop)
+        return self.out(y.transpose(1, 2).reshape(bsz, length, hidden)), att
+
+
+class Block(nn.Module):
+    """Post-norm BERT block: attention then a GELU feed-forward, each with a residual and LayerNorm."""
+
+    def __init__(self, cfg: BERT4RecConfig) -> None:
+        super().__init__()
+        self.attn = SelfAttention(cfg.hidden, cfg.heads, cfg.dropout)
+        self.ln1 = nn.LayerNorm(cfg.hidden)
+        self.ffn = nn.Sequential(
+            nn.Linear(cfg.hidden, cfg.ffn_mult * cfg.hidden),
+            nn.GELU(),
+            nn.Linear(cfg.ffn_mult * cfg.hidden, cfg.hidden),
+        )
+        self.ln2 = nn.LayerNorm(cfg.hidden)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, allowed: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """One block; returns the new states and the per-head attention weights when asked."""
+        y, weights = self.attn(x, allowed, need_weights)
+        x = self.ln1(x + self.drop(y))
+        return self.ln2(x + self.drop(self.ffn(x))), weights
+
+
+@register("bert4rec")
+class BERT4Rec(SequentialRecommender):
+    """Bidirectional cloze model; scores come from the [MASK] slot appended after the history."""
+
+    Config = BERT4RecConfig
+    explain_method = "attention"
+
+    def __init__(self, n_items: int, config: BERT4RecConfig) -> None:
+        super().__init__(n_items, config)
+        self.cfg = config
+        self.mask_id = n_items + 1
+        self.item_emb = nn.Embedding(n_items + 2, config.hidden, padding_idx=0)
+        self.pos_emb = nn.Embedding(config.max_len + 1, config.hidden)
+        self.emb_norm = nn.LayerNorm(config.hidden)
+        self.emb_drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
+        self.head = nn.Sequential(
+            nn.Linear(config.hidden, config.hidden), nn.GELU(), nn.LayerNorm(config.hidden)
+        )
+        self.out_bias = nn.Parameter(torch.zeros(n_items + 1))
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            nn.init.zeros_(module.weight[module.padding_idx])
+
+    def output_embeddings(self) -> Tensor:
+        """Item table `[n_items + 1, d + 1]`: the input embeddings (without [MASK]) and the output bias.
+
+        The bias rides in an extra column, matched by a constant 1 that `_query` appends to every hidden
+        state, so any injected objective (`hidden @ table.T`) adds it without knowing about it.
+        """
+        return torch.cat([self.item_emb.weight[: self.n_items + 1], self.out_bias[:, None]], 1)
+
+    def _query(self, states: Tensor) -> Tensor:
+        """Output-head vectors `[..., d + 1]` that score against `output_embeddings()`."""
+        out = self.head(states)
+        return torch.cat([out, torch.ones_like(out[..., :1])], -1)
+
+    def _encode(self, inputs: Tensor, need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """States `[B, T, d]` of right-aligned inputs (T ≤ max_len + 1) and, if asked, per-layer weights."""
+        length = inputs.shape[1]
+        # Positions count back from the most recent slot, so inputs of any width agree.
+        positions = torch.arange(length - 1, -1, -1, device=inputs.device)
+        x = self.emb_drop(self.emb_norm(self.item_emb(inputs) + self.pos_emb(positions)))
+        eye = torch.eye(length, dtype=torch.bool, device=inputs.device)
+        # Real keys only; a padding query may attend to itself, which keeps softmax finite.
+        allowed = ((inputs > 0)[:, None, :] | eye)[:, None]
+        weights = []
+        for block in self.blocks:
+            x, w = block(x, allowed, need_weights)
+            if w is not None:
+                weights.append(w)
+        return x, weights
+
+    def cloze_mask(self, items: Tensor) -> Tensor:
+        """Positions to mask `[B, T]`: each real item with `mask_prob`, the last with `mask_last_prob` more.
+
+        Every row with an item gets at least one masked position (a random real one if the draw gave
+        none); masking the last item trains exactly the inference task (predict after the history).
+        """
+        real = items > 0
+        draw = torch.rand(items.shape, device=items.device)
+        masked = (draw < self.cfg.mask_prob) & real
+        last = torch.rand(items.shape[0], device=items.device) < self.cfg.mask_last_prob
+        masked[:, -1] |= last & real[:, -1]
+        missing = real.any(1) & ~masked.any(1)
+        pick = draw.masked_fill(~real, -1.0).argmax(1, keepdim=True)
+        return masked.scatter(1, pick, masked.gather(1, pick) | missing[:, None])
+
+    def loss(self, batch: Batch) -> Tensor:
+        """Injected objective over the masked positions, with the original items as targets."""
+        if self.objective is None:
+            raise TypeError("no training objective set; the trainer injects one from lmrec.train.losses")
+        items = batch.items[:, -(self.max_len + 1) :]
+        masked = self.cloze_mask(items)
+        states, _ = self._encode(items.masked_fill(masked, self.mask_id))
+        return self.objective(self._query(states[masked]), items[masked], self.output_embeddings())
+
+    def _with_mask_slot(self, history: Tensor) -> Tensor:
+        """The last `max_len` history items followed by [MASK]: `[B, min(L, max_len) + 1]`."""
+        history = history[:, -self.max_len :]
+        return torch.cat([history, torch.full_like(history[:, :1], self.mask_id)], 1)
+
+    def score_all(self, history: Tensor, lengths: Tensor) -> Tensor:
+        """Scores of the [MASK] slot after the history; the [MASK] id itself is never a column."""
+        states, _ = self._encode(self._with_mask_slot(history))
+        return self.mask_padding(self._query(states[:, -1]) @ self.output_embeddings().T)
+
+    def explain(self, history: Tensor, lengths: Tensor, items: Tensor) -> Tensor:
+        """Gradient-weighted attention rollout (Chefer et al., ICCV 2021) from the [MASK] slot, per item.
+
+        Each layer's attention is weighted by the gradient of the item's score, keeping the positive
+        part and averaging heads, then rolled out through the layers with the residual identity: unlike
+        raw attention it differs between recommended items. Weights over the history sum to 1 per item
+        (all 0 if no position contributes positively); padding and history older than `max_len` get 0.
+        """
+        with torch.inference_mode(False), torch.enable_grad():
+            inputs = self._with_mask_slot(history.clone())
+            states, attentions = self._encode(inputs, need_weights=True)
+            query = self._query(states[:, -1])
+            scores = (query[:, None, :] * self.output_embeddings()[items.clone()]).sum(-1)  # [B, K]
+            relevance = torch.stack(
+                [self._rollout(scores[:, k].sum(), attentions) for k in range(items.shape[1])], 1
+            )
+        weights = relevance[:, :, :-1] * (inputs[:, None, :-1] > 0)
+        weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-12)
+        return F.pad(weights, (history.shape[1] - weights.shape[-1], 0))
+
+    @staticmethod
+    def _rollout(score: Tensor, attentions: list[Tensor]) -> Tensor:
+        """Relevance `[B, T]` of each input position for the last slot's `score` (summed over rows)."""
+        grads = torch.autograd.grad(score, attentions, retain_graph=True)
+        length = attentions[0].shape[-1]
+        relevance = torch.eye(length, device=score.device).expand(attentions[0].shape[0], -1, -1)
+        for att, grad in zip(attentions, grads, strict=True):
+            relevance = relevance + (grad * att).clamp_min(0).mean(1) @ relevance
+        return relevance[:, -1].detach()

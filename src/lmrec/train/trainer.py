@@ -1,0 +1,266 @@
+"""The training loop shared by every model: windows, objective, AdamW, schedule, early stopping, resume.
+
+It only talks to models through the `SequentialRecommender` interface; it writes into a `RunDir`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+
+from lmrec.config import RunConfig
+from lmrec.data.dataset import PreparedDataset
+from lmrec.errors import DataError, RunError
+from lmrec.evaluate.evaluator import evaluate as evaluate_model
+from lmrec.models.base import SequentialRecommender, build_model
+from lmrec.registry.run import RunDir
+from lmrec.runtime import configure_threads
+from lmrec.train.losses import make_objective
+from lmrec.train.windows import WindowSet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainState:
+    """What resuming needs besides weights: progress, the best score so far and the patience counter."""
+
+    epoch: int = 0
+    step: int = 0
+    best: float = -math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    train_seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch so that two CPU runs with the same seed give the same metrics."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_lambda(schedule: str, warmup: int, total: int):
+    """Linear warm-up, then constant or cosine decay to zero, as a LambdaLR factor."""
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "cosine":
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return factor
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Trainer:
+    """Trains one model on one PreparedDataset into one run directory."""
+
+    def __init__(
+        self,
+        dataset: PreparedDataset,
+        config: RunConfig,
+        run: RunDir,
+        progress: bool = True,
+        model: SequentialRecommender | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.config = config
+        self.run = run
+        self.progress = progress
+        configure_threads(config.train.threads)
+        seed_everything(config.seed)
+        self.model = model or build_model(config.model_name, dataset.n_items, config.model_params)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        starts = dataset.offsets[:-1]
+        self.windows = WindowSet(
+            dataset.items, starts, dataset.train_lengths, self.model.max_len, config.train.window_stride
+        )
+        if self.model.trainable and len(self.windows) == 0:
+            raise DataError(
+                f"dataset {dataset.path} has no user with two or more training events; "
+                "it is too small for this split."
+            )
+        self.state = TrainState()
+
+    def _train_sequences(self) -> list[torch.Tensor]:
+        return [torch.from_numpy(self.dataset.train_sequence(u)) for u in range(self.dataset.n_users)]
+
+    def _popularity(self) -> torch.Tensor:
+        train = self.dataset.items[self.dataset.split == 0]
+        return torch.from_numpy(np.bincount(train, minlength=self.dataset.n_items + 1).astype(np.float64))
+
+    def _setup_optimisation(self) -> None:
+        cfg = self.config.train
+        self.model.objective = make_objective(
+            cfg.loss, self.dataset.n_items, cfg.negatives, self._popularity(), self.generator
+        )
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr,
+        )
+        steps_per_epoch = math.ceil(len(self.windows) / cfg.batch_size)
+        total = steps_per_epoch * cfg.epochs
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(cfg.schedule, cfg.warmup_steps, total)
+        )
+
+    def _resume_state(self) -> dict[str, Any]:
+        return {
+            "model_state": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "trainer": self.state.__dict__,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "generator": self.generator.get_state(),
+                "numpy": self.rng.bit_generator.state,
+                "python": random.getstate(),
+            },
+        }
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(ckpt["model_state"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise RunError(
+                f"checkpoint {self.run.last_file} does not fit this model and config "
+                f"({exc.__class__.__name__}); start a new run with --overwrite."
+            ) from None
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.state = TrainState(**ckpt["trainer"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        self.generator.set_state(ckpt["rng"]["generator"])
+        self.rng.bit_generator.state = ckpt["rng"]["numpy"]
+        random.setstate(ckpt["rng"]["python"])
+
+    def _save_best(self) -> None:
+        self.run.save(
+            self.run.model_file,
+            {
+                "model": self.config.model_name,
+                "params": self.config.model_params,
+                "n_items": self.dataset.n_items,
+                "fingerprint": self.dataset.fingerprint,
+                "state_dict": self.model.state_dict(),
+            },
+        )
+
+    def validate(self) -> dict[str, float]:
+        """Full-ranking metrics on the validation split."""
+        ev = self.config.eval
+        result = evaluate_model(
+            self.model,
+            self.dataset,
+            "valid",
+            ks=ev.ks,
+            mask_history=ev.mask_history,
+            batch_size=ev.batch_size,
+        )
+        return result.metrics
+
+    def fit(self, resume: bool = False) -> TrainState:
+        """Train until the epoch budget, early stopping or the time budget; keep best and last checkpoints."""
+        self.model.fit_statistics(self._train_sequences())
+        self._setup_optimisation()
+        if resume and self.run.last_file.is_file():
+            self._restore(self.run.load_checkpoint(self.run.last_file))
+            log.info("resumed at epoch %d", self.state.epoch)
+        if not self.model.trainable:
+            self._save_best()
+            self.state.history.append(self.validate())
+            return self.state
+        cfg = self.config.train
+        writer = SummaryWriter(str(self.run.logs_dir))
+        try:
+            while self.state.epoch < cfg.epochs and self.state.bad_epochs < cfg.patience:
+                if cfg.max_seconds is not None and self.state.train_seconds >= cfg.max_seconds:
+                    log.info("time budget of %.0f s reached", cfg.max_seconds)
+                    break
+                self._epoch(writer)
+        finally:
+            writer.close()
+        if self.state.best_epoch < 0:
+            self._save_best()
+        return self.state
+
+    def _epoch(self, writer: SummaryWriter) -> None:
+        cfg = self.config.train
+        started = time.perf_counter()
+        self.model.train()
+        total_loss, n_batches, n_targets = 0.0, 0, 0
+        bar = tqdm(
+            self.windows.batches(cfg.batch_size, self.rng),
+            total=math.ceil(len(self.windows) / cfg.batch_size),
+            desc=f"epoch {self.state.epoch}",
+            disable=not self.progress,
+            leave=False,
+            unit="batch",
+        )
+        for batch in bar:
+            loss = self.model.loss(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip_norm:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.state.step += 1
+            total_loss += float(loss)
+            n_batches += 1
+            n_targets += int(batch.fresh[:, 1:].sum())
+            rate = n_targets / max(1e-9, time.perf_counter() - started)
+            bar.set_postfix(loss=f"{total_loss / n_batches:.4f}", targets_per_s=f"{rate:,.0f}")
+        train_loss = total_loss / max(1, n_batches)
+        metrics: dict[str, float] = {}
+        if (self.state.epoch + 1) % cfg.eval_every == 0 or self.state.epoch + 1 == cfg.epochs:
+            metrics = self.validate()
+        self.state.train_seconds += time.perf_counter() - started
+        self._log_epoch(writer, train_loss, metrics)
+        self.state.epoch += 1
+        self.run.save(self.run.last_file, self._resume_state())
+
+    def _log_epoch(self, writer: SummaryWriter, train_loss: float, metrics: dict[str, float]) -> None:
+        epoch = self.state.epoch
+        writer.add_scalar("train/loss", train_loss, epoch)
+        writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], epoch)
+        for name, value in metrics.items():
+            writer.add_scalar(f"valid/{name}", value, epoch)
+        record = {"epoch": epoch, "loss": train_loss, **metrics}
+        self.state.history.append(record)
+        key = self.config.eval.metric
+        if key in metrics:
+            if metrics[key] > self.state.best:
+                self.state.best, self.state.best_epoch, self.state.bad_epochs = metrics[key], epoch, 0
+                self._save_best()
+            else:
+                self.state.bad_epochs += 1
+        log.info("epoch %d loss %.4f %s", epoch, train_loss, {k: round(v, 4) for k, v in metrics.items()})
+
+
+def default_run_path(dataset: Path, model: str) -> Path:
+    """Where a run goes when no --out is given: runs/<dataset>-<model>."""
+    return Path("runs") / f"{dataset.name}-{model}"
