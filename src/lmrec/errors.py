@@ -15,3 +15,7 @@ class ConfigError(LmrecError):
 
 class RunError(LmrecError):
     """A run directory or checkpoint cannot be used as asked."""
+
+
+class ExplanationUnavailable(LmrecError, TypeError):
+    """The model cannot say which past events drove a recommendation."""

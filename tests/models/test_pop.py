@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from lmrec.errors import ConfigError, LmrecError
+from lmrec.errors import ConfigError, ExplanationUnavailable, LmrecError
 from lmrec.models.base import build_model
-from lmrec.models.pop import ExplanationUnavailable, Pop
+from lmrec.models.pop import Pop
 
 N = 6
 

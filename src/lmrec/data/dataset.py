@@ -81,6 +81,18 @@ class PreparedDataset:
         self.n_items = int(self.manifest["items"])
         counts = np.bincount(users, minlength=self.n_users)
         self.offsets: np.ndarray = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self._check_order(users)
+
+    def _check_order(self, users: np.ndarray) -> None:
+        """Refuse files whose rows are not grouped by user with non-decreasing split codes per user."""
+        same_user = users[1:] == users[:-1]
+        if (np.diff(users) < 0).any() or (same_user & (np.diff(self.split) < 0)).any():
+            raise DataError(
+                f"{self.path / INTERACTIONS} is not sorted by user and split; prepare the dataset again "
+                "with `lmrec data prepare`."
+            )
+        if "fingerprint" not in self.manifest:
+            raise DataError(f"{self.path / MANIFEST} has no fingerprint; prepare the dataset again.")
 
     @classmethod
     def load(cls, path: str | Path) -> PreparedDataset:
@@ -105,8 +117,8 @@ class PreparedDataset:
     @cached_property
     def train_lengths(self) -> np.ndarray:
         """Number of training events of each user (they are the first ones of the sequence)."""
-        is_train = (self.split == TRAIN).astype(np.int64)
-        return np.add.reduceat(is_train, self.offsets[:-1]) * (self.lengths > 0)
+        cumulative = np.concatenate([[0], np.cumsum(self.split == TRAIN)])
+        return cumulative[self.offsets[1:]] - cumulative[self.offsets[:-1]]
 
     def sequence(self, user: int) -> np.ndarray:
         """The whole chronological item sequence of one user (all splits)."""

@@ -8,12 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lmrec.errors import LmrecError
+from lmrec.errors import ExplanationUnavailable
 from lmrec.models.base import ModelConfig, SequentialRecommender, register
-
-
-class ExplanationUnavailable(LmrecError, TypeError):
-    """The model cannot say which past events drove a recommendation."""
 
 
 class PopConfig(ModelConfig):

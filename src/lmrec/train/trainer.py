@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from lmrec.config import RunConfig
 from lmrec.data.dataset import PreparedDataset
 from lmrec.errors import DataError, RunError
-from lmrec.evaluate.evaluator import evaluate as evaluate_model
+from lmrec.evaluate.evaluator import Evaluator
 from lmrec.models.base import SequentialRecommender, build_model
 from lmrec.registry.run import RunDir
 from lmrec.runtime import configure_threads
@@ -101,6 +101,7 @@ class Trainer:
                 "it is too small for this split."
             )
         self.state = TrainState()
+        self._validator: Evaluator | None = None
 
     def _train_sequences(self) -> list[torch.Tensor]:
         return [torch.from_numpy(self.dataset.train_sequence(u)) for u in range(self.dataset.n_users)]
@@ -170,17 +171,13 @@ class Trainer:
         )
 
     def validate(self) -> dict[str, float]:
-        """Full-ranking metrics on the validation split."""
-        ev = self.config.eval
-        result = evaluate_model(
-            self.model,
-            self.dataset,
-            "valid",
-            ks=ev.ks,
-            mask_history=ev.mask_history,
-            batch_size=ev.batch_size,
-        )
-        return result.metrics
+        """Full-ranking metrics on the validation split (the evaluator's histories are built once)."""
+        if self._validator is None:
+            ev = self.config.eval
+            self._validator = Evaluator(
+                self.dataset, "valid", ev.ks, mask_history=ev.mask_history, batch_size=ev.batch_size
+            )
+        return self._validator(self.model).metrics
 
     def fit(self, resume: bool = False) -> TrainState:
         """Train until the epoch budget, early stopping or the time budget; keep best and last checkpoints."""
@@ -229,7 +226,7 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.state.step += 1
-            total_loss += float(loss)
+            total_loss += loss.item()
             n_batches += 1
             n_targets += int(batch.fresh[:, 1:].sum())
             rate = n_targets / max(1e-9, time.perf_counter() - started)
