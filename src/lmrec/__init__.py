@@ -13,6 +13,10 @@ __all__ = ["Recommender", "evaluate", "prepare", "train"]
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("train", "evaluate"):
+        import importlib
+
+        return importlib.import_module(f"lmrec.{name}")  # callable packages, see lmrec._callable
     if name in __all__:
         from lmrec import api
 

@@ -10,20 +10,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmrec.config import RunConfig, build_config
+from lmrec.config import EXCLUDE_SEEN_DEFAULT, RunConfig, build_config
 from lmrec.data.dataset import PreparedDataset
-from lmrec.errors import DataError, RunError
+from lmrec.errors import ConfigError, DataError, RunError
 from lmrec.evaluate.evaluator import EvalResult
 from lmrec.evaluate.evaluator import evaluate as evaluate_model
-from lmrec.models.base import SequentialRecommender
+from lmrec.models.base import SequentialRecommender, build_model
 from lmrec.registry.run import RunDir
 from lmrec.runtime import configure_threads
-from lmrec.train.trainer import Trainer, peak_rss_mb
+from lmrec.train.trainer import Trainer, peak_rss_mb, seed_everything
 
 log = logging.getLogger(__name__)
-
-EXCLUDE_SEEN_DEFAULT = True
-"""Whether recommendations leave out items the user already has: shared by the CLI, API and service."""
 
 
 def prepare(source: str | Path, out: str | Path, **options: Any) -> PreparedDataset:
@@ -66,7 +63,11 @@ def train(
             "n_items": dataset.n_items,
         },
     )
-    trainer = Trainer(dataset, config, run, progress=progress)
+    configure_threads(config.train.threads)
+    seed_everything(config.seed)
+    model_ = build_model(config.model_name, dataset.n_items, config.model_params)
+    text_summary = attach_item_text(model_, dataset, progress)
+    trainer = Trainer(dataset, config, run, progress=progress, model=model_)
     state = trainer.fit(resume=resume)
     model_ = run.load_model(dataset.fingerprint)
     results = {
@@ -96,8 +97,33 @@ def train(
         "mask_history": config.eval.mask_history,
         "seed": config.seed,
     }
+    if text_summary:
+        metrics["item_text"] = text_summary
     run.write_metrics(metrics)
     return metrics
+
+
+def attach_item_text(model: SequentialRecommender, dataset: PreparedDataset, progress: bool = False) -> dict:
+    """Encode the catalogue's item texts for models that read them (cached on disk); else do nothing."""
+    if not model.uses_item_text:
+        return {}
+    from lmrec.text.items import encode_items
+
+    params = model.config
+    table, summary = encode_items(
+        dataset.item_text,
+        list(dataset.item_ids),
+        model=getattr(params, "encoder", None),
+        max_length=getattr(params, "text_max_length", 64),
+        progress=progress,
+    )
+    if table.shape[1] != getattr(params, "text_dim", table.shape[1]):
+        raise ConfigError(
+            f"the encoder gives {table.shape[1]}-dimensional vectors but model.text_dim is {params.text_dim}; "
+            f"set --set model.text_dim={table.shape[1]}."
+        )
+    model.set_item_text(table)
+    return summary
 
 
 def evaluate(

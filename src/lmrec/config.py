@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lmrec.errors import ConfigError
 
+EXCLUDE_SEEN_DEFAULT = True
+"""Whether recommendations leave out items the user already has: shared by the CLI, API and service."""
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 

@@ -1,4 +1,7 @@
-"""`lmrec train`, `evaluate`, `compare` and `recommend`: parsing only; the work is in `lmrec.api`."""
+"""`lmrec train`, `evaluate`, `compare` and `recommend`: parsing only; the work is in `lmrec.api`.
+
+torch and the API are imported inside the commands so that `lmrec --help` and `lmrec data` start fast.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lmrec import api
+from lmrec.config import EXCLUDE_SEEN_DEFAULT
 from lmrec.errors import LmrecError
-from lmrec.evaluate.evaluator import EvalResult
-from lmrec.evaluate.tables import comparison_table, metrics_table
-from lmrec.registry.run import RunDir
 
 console = Console()
 
@@ -31,7 +31,7 @@ def _ks(text: str) -> list[int]:
     return ks
 
 
-def _main_metrics(result: EvalResult) -> list[str]:
+def _main_metrics(result) -> list[str]:
     return [m for m in result.metrics if m.split("@")[0].removeprefix("sampled_") in MAIN_METRICS]
 
 
@@ -47,6 +47,8 @@ def train(
     threads: int = typer.Option(None, "--threads", help="Torch threads (default LMREC_THREADS or 1)."),
 ) -> None:
     """Train a model, evaluate its best checkpoint on valid and test, and write RUN/metrics.json."""
+    from lmrec import api
+
     overrides = list(set_) + ([f"train.threads={threads}"] if threads else [])
     metrics = api.train(
         data,
@@ -81,6 +83,9 @@ def evaluate(
     data: Path = typer.Option(None, "--data", help="The prepared dataset, if it moved."),
 ) -> None:
     """Full-ranking metrics of a run with 95% bootstrap intervals."""
+    from lmrec import api
+    from lmrec.evaluate.tables import metrics_table
+
     result = api.evaluate(run, split=split, ks=_ks(k), mask_history=mask_history, data=data)
     console.print(metrics_table(result, title=f"{run} — {split} ({len(result)} targets)"))
 
@@ -91,6 +96,9 @@ def compare(
     k: str = typer.Option("10", "--k", help="Cut-offs, comma-separated."),
 ) -> None:
     """Runs side by side, each with a paired bootstrap test of per-user differences against the first."""
+    from lmrec import api
+    from lmrec.evaluate.tables import comparison_table
+
     if len(runs) < 2:
         raise LmrecError("compare needs at least two run directories.")
     results = [api.evaluate(run, split=split, ks=_ks(k)) for run in runs]
@@ -104,11 +112,14 @@ def recommend(
     all_users: bool = typer.Option(False, "--all-users", help="Recommend for every user (batch export)."),
     k: int = typer.Option(10, "--k", min=1),
     explain: bool = typer.Option(False, "--explain", help="Show the past events that drove each item."),
-    exclude_seen: bool = typer.Option(api.EXCLUDE_SEEN_DEFAULT, "--exclude-seen/--include-seen"),
+    exclude_seen: bool = typer.Option(EXCLUDE_SEEN_DEFAULT, "--exclude-seen/--include-seen"),
     out: Path = typer.Option(None, "--out", help="Parquet file for --all-users."),
     data: Path = typer.Option(None, "--data", help="The prepared dataset, if it moved."),
 ) -> None:
     """Top-k items for a user (original ids, with titles), or for all users into a Parquet file."""
+    from lmrec import api
+    from lmrec.registry.run import RunDir
+
     recommender = api.Recommender.load(run, data=data)
     if all_users:
         if out is None:

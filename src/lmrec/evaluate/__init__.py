@@ -1,5 +1,9 @@
-"""Evaluation: ranking and classification metrics, the full-ranking evaluator, bootstrap tests, tables."""
+"""Evaluation: ranking and classification metrics, the full-ranking evaluator, bootstrap tests, tables.
 
+`lmrec.evaluate(run, ...)` calls `lmrec.api.evaluate`; `lmrec.evaluate.evaluate(model, dataset)` is the evaluator.
+"""
+
+from lmrec._callable import callable_package
 from lmrec.evaluate.evaluator import DEFAULT_KS, SAMPLED_PREFIX, EvalResult, Evaluator, evaluate, ranking_keys
 from lmrec.evaluate.metrics import (
     RANKING_METRICS,
@@ -76,3 +80,5 @@ __all__ = [
     "recall_at_k",
     "roc_auc",
 ]
+
+callable_package(__name__, "evaluate")

@@ -88,6 +88,7 @@ class SequentialRecommender(nn.Module):
     name: ClassVar[str] = ""
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     trainable: ClassVar[bool] = True
+    uses_item_text: ClassVar[bool] = False
     explain_method: ClassVar[str] = "occlusion"
 
     def __init__(self, n_items: int, config: ModelConfig) -> None:
@@ -137,6 +138,10 @@ class SequentialRecommender(nn.Module):
 
     def fit_statistics(self, sequences: list[Tensor]) -> None:
         """Hook for statistics computed once from the training sequences before any epoch (e.g. counts)."""
+
+    def set_item_text(self, embeddings: Tensor) -> None:
+        """Install item text embeddings `[n_items + 1, dim]`; only models with `uses_item_text` take them."""
+        raise TypeError(f"{type(self).__name__} does not use item text")
 
     def score_all(self, history: Tensor, lengths: Tensor) -> Tensor:
         """Scores of every item for the next step: `[B, n_items + 1]`, column 0 = -inf."""

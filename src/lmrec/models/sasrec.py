@@ -105,8 +105,8 @@ class SASRec(SequentialRecommender):
             nn.init.zeros_(module.weight[module.padding_idx])
 
     def input_embeddings(self, inputs: Tensor) -> Tensor:
-        """Item representations of the input ids `[B, T] → [B, T, d]` (overridden by text-aware models)."""
-        return self.item_emb(inputs)
+        """Item representations of the input ids `[B, T] → [B, T, d]`, scaled by √d as in the Transformer."""
+        return self.item_emb(inputs) * math.sqrt(self.cfg.hidden)
 
     def output_embeddings(self) -> Tensor:
         """The shared item table."""
@@ -117,7 +117,7 @@ class SASRec(SequentialRecommender):
         length = inputs.shape[1]
         # Positions count back from the most recent item, so right-aligned inputs of any width agree.
         positions = torch.arange(length - 1, -1, -1, device=inputs.device)
-        x = self.input_embeddings(inputs) * math.sqrt(self.cfg.hidden) + self.pos_emb(positions)
+        x = self.input_embeddings(inputs) + self.pos_emb(positions)
         x = self.emb_drop(x)
         real = inputs > 0
         causal = torch.ones(length, length, dtype=torch.bool, device=inputs.device).tril()

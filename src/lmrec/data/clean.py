@@ -1,0 +1,223 @@
+"""Cleaning: parse ids, times and values, drop what cannot be used, and count every dropped row by reason.
+
+All work is SQL over the loaded DuckDB table. The result is table `events` (`row` = original row order,
+`uc`/`ic` = dense user/item codes, `ts` = epoch seconds, `typ`, `v`) with `user_codes` and `item_codes`
+mapping codes to original ids. Reasons, in the order they are tested:
+
+- `malformed_*`: lines the reader could not parse (from `Loaded.rejects`)
+- `missing_user`, `missing_item`, `missing_timestamp`: empty id or time
+- `unparsable_timestamp`: neither a number (epoch seconds; values >= 1e11 are milliseconds) nor an
+  ISO-8601 date/time (taken as UTC when it has no offset)
+- `unparsable_value`: a non-empty value that is not a finite number (an empty value stays null)
+- `event_type_filtered`, `below_min_value`: the event-type filter and the value threshold
+- `duplicate`: exact repeats of (user, item, timestamp, type, value); the first in row order is kept
+- `min_user_interactions`, `min_item_interactions`: iterated k-core until stable
+- `users_without_events`, `items_without_events`: ids seen in the input (on any row) that are left with
+  no event (counts of ids, not rows)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+from lmrec.data.readers import MAX_EXAMPLES, Loaded
+from lmrec.data.sqlutil import as_text, ident, literal
+from lmrec.errors import DataError
+
+BAD_ROW_REASONS = (
+    "missing_user",
+    "missing_item",
+    "missing_timestamp",
+    "unparsable_timestamp",
+    "unparsable_value",
+)
+MILLISECONDS_FROM = 1e11
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which events to keep beyond validity: event types, value threshold, repeats and k-core."""
+
+    event_types: tuple[str, ...] | None = None
+    min_value: float | None = None
+    keep_repeats: bool = False
+    min_user_interactions: int = 0
+    min_item_interactions: int = 0
+
+
+@dataclass
+class Cleaned:
+    """What cleaning read, dropped (by reason) and kept, with the first bad rows as examples."""
+
+    rows_read: int
+    dropped: dict[str, int]
+    examples: list[dict]
+    users: int
+    items: int
+    interactions: int
+
+
+def clean(
+    con: duckdb.DuckDBPyConnection,
+    loaded: Loaded,
+    mapping: dict[str, str | None],
+    filters: Filters,
+    strict: bool = False,
+) -> Cleaned:
+    """Turn the loaded table into clean `events` (dropping the loaded table); count every row not kept."""
+    _parse(con, loaded, mapping, filters)
+    dropped = dict(loaded.rejects.counts)
+    dropped.update(_reason_counts(con))
+    rows_read = _count(con, "parsed") + sum(loaded.rejects.counts.values())
+    if rows_read == 0:
+        raise DataError(f"{loaded.where} has no data rows.")
+    examples = _examples(con, loaded)
+    if strict and examples:
+        first = examples[0]
+        raise DataError(
+            f"line {first['line']} of {loaded.where}: {first['reason'].replace('_', ' ')} "
+            "(--strict stops at the first bad row)."
+        )
+    con.execute(f"DROP TABLE {ident(loaded.table)}")
+    _encode(con, filters.keep_repeats)
+    valid = rows_read - sum(dropped.values())
+    dropped["duplicate"] = valid - _count(con, "events")
+    dropped.update(_k_core(con, filters.min_user_interactions, filters.min_item_interactions))
+    users, items, interactions = con.execute(
+        "SELECT count(DISTINCT uc), count(DISTINCT ic), count(*) FROM events"
+    ).fetchone()
+    dropped["users_without_events"] = _count(con, "user_codes") - users
+    dropped["items_without_events"] = _count(con, "item_codes") - items
+    dropped = {reason: int(n) for reason, n in dropped.items() if n}
+    if interactions == 0:
+        summary = ", ".join(f"{reason} {n}" for reason, n in dropped.items())
+        raise DataError(
+            f"no events left in {loaded.where} after cleaning and filtering (dropped: {summary}); "
+            "check the column mapping and relax the filters."
+        )
+    con.execute("DROP TABLE parsed")
+    return Cleaned(rows_read, dropped, examples, int(users), int(items), int(interactions))
+
+
+def timestamp_sql(text: str) -> str:
+    """SQL turning a text expression into epoch seconds (numbers, milliseconds or ISO-8601), else NULL."""
+    number = f"TRY_CAST({text} AS DOUBLE)"
+    return (
+        f"CASE WHEN isfinite({number}) THEN CASE WHEN abs({number}) >= {MILLISECONDS_FROM} "
+        f"THEN {number} / 1000 ELSE {number} END "
+        f"WHEN {number} IS NULL THEN epoch(TRY_CAST({text} AS TIMESTAMPTZ)) END"
+    )
+
+
+def _parse(con: duckdb.DuckDBPyConnection, loaded: Loaded, mapping: dict[str, str | None], filters: Filters) -> None:
+    """Create `parsed`: one row per loaded row with typed fields and the first reason it is dropped."""
+
+    def text(role: str) -> str:
+        """The role's column as trimmed text, or NULL when the role has no column."""
+        column = mapping.get(role)
+        return as_text(column) if column else "NULL::VARCHAR"
+
+    reasons = [
+        "WHEN u IS NULL THEN 'missing_user'",
+        "WHEN i IS NULL THEN 'missing_item'",
+        "WHEN t_raw IS NULL THEN 'missing_timestamp'",
+        "WHEN ts IS NULL THEN 'unparsable_timestamp'",
+        "WHEN v_raw IS NOT NULL AND v IS NULL THEN 'unparsable_value'",
+    ]
+    if filters.event_types is not None:
+        kept = ", ".join(literal(t) for t in filters.event_types)
+        reasons.append(f"WHEN typ IS NULL OR typ NOT IN ({kept}) THEN 'event_type_filtered'")
+    if filters.min_value is not None:
+        reasons.append(f"WHEN v IS NULL OR v < {float(filters.min_value)!r} THEN 'below_min_value'")
+    con.execute(
+        f"""
+        CREATE TABLE parsed AS
+        SELECT row, u, i, ts, typ, v, CASE {" ".join(reasons)} END AS reason
+        FROM (
+            SELECT row, u, i, t_raw, typ, v_raw, {timestamp_sql("t_raw")} AS ts,
+                   CASE WHEN isfinite(TRY_CAST(v_raw AS DOUBLE)) THEN TRY_CAST(v_raw AS DOUBLE) END AS v
+            FROM (
+                SELECT rowid AS row, {text("user")} AS u, {text("item")} AS i, {text("time")} AS t_raw,
+                       {text("type")} AS typ, {text("value")} AS v_raw
+                FROM {ident(loaded.table)}
+            )
+        )
+        """
+    )
+
+
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    return int(con.execute(f"SELECT count(*) FROM {ident(table)}").fetchone()[0])
+
+
+def _reason_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    rows = con.execute(
+        "SELECT reason, count(*) FROM parsed WHERE reason IS NOT NULL GROUP BY reason ORDER BY min(row)"
+    ).fetchall()
+    return {reason: int(n) for reason, n in rows}
+
+
+def _examples(con: duckdb.DuckDBPyConnection, loaded: Loaded) -> list[dict]:
+    """The first bad rows and malformed lines in file order, with line number, reason and content."""
+    bad = ", ".join(literal(r) for r in BAD_ROW_REASONS)
+    rows = con.execute(
+        f"SELECT row, reason FROM parsed WHERE reason IN ({bad}) ORDER BY row LIMIT {MAX_EXAMPLES}"
+    ).fetchall()
+    lines = loaded.lines_of(con, [row for row, _ in rows])
+    values = _row_values(con, loaded, [row for row, _ in rows])
+    found = [{"line": lines[row], "reason": reason, "values": values[row]} for row, reason in rows]
+    found += [dict(example) for example in loaded.rejects.examples]
+    return sorted(found, key=lambda example: example["line"])[:MAX_EXAMPLES]
+
+
+def _row_values(con: duckdb.DuckDBPyConnection, loaded: Loaded, rows: list[int]) -> dict[int, dict]:
+    """The original values (as text) of a few loaded rows, by row id."""
+    if not rows:
+        return {}
+    columns = ", ".join(f"CAST({ident(c)} AS VARCHAR)" for c in loaded.columns)
+    result = con.execute(
+        f"SELECT rowid, {columns} FROM {ident(loaded.table)} WHERE rowid IN ({', '.join(str(int(r)) for r in rows)})"
+    ).fetchall()
+    return {int(row[0]): dict(zip(loaded.columns, row[1:], strict=True)) for row in result}
+
+
+def _encode(con: duckdb.DuckDBPyConnection, keep_repeats: bool) -> None:
+    """Create `events` from the valid rows, on dense integer user/item codes, without exact repeats.
+
+    Every user and item seen gets a code, also those only on dropped rows (`*_without_events` counts
+    them); a repeat of (user, item, timestamp, type, value) keeps its first row unless `keep_repeats`.
+    """
+    for side, column in (("user", "u"), ("item", "i")):
+        con.execute(
+            f"CREATE TABLE {side}_codes AS SELECT {column} AS id, "
+            f"(row_number() OVER () - 1)::INTEGER AS code "
+            f"FROM (SELECT DISTINCT {column} FROM parsed WHERE {column} IS NOT NULL)"
+        )
+    row, group = ("p.row", "") if keep_repeats else ("min(p.row)", "GROUP BY uc.code, ic.code, p.ts, p.typ, p.v")
+    con.execute(
+        f"""
+        CREATE TABLE events AS
+        SELECT {row} AS row, uc.code AS uc, ic.code AS ic, p.ts, p.typ, p.v
+        FROM parsed p JOIN user_codes uc ON p.u = uc.id JOIN item_codes ic ON p.i = ic.id
+        WHERE p.reason IS NULL {group}
+        """
+    )
+
+
+def _k_core(con: duckdb.DuckDBPyConnection, min_user: int, min_item: int) -> dict[str, int]:
+    """Iteratively drop users with fewer than `min_user` and items with fewer than `min_item` events."""
+    dropped = {"min_user_interactions": 0, "min_item_interactions": 0}
+    sides = [(side, column, k) for side, column, k in (("user", "uc", min_user), ("item", "ic", min_item)) if k > 1]
+    changed = bool(sides)
+    while changed:
+        changed = False
+        for side, column, k in sides:
+            removed = con.execute(
+                f"DELETE FROM events WHERE {column} IN "
+                f"(SELECT {column} FROM events GROUP BY {column} HAVING count(*) < {int(k)})"
+            ).fetchone()[0]
+            dropped[f"min_{side}_interactions"] += int(removed)
+            changed = changed or removed > 0
+    return dropped

@@ -1,0 +1,459 @@
+"""Readers: find a source's tables (by format or folder layout) and load them into DuckDB in file order.
+
+Every table is loaded as it is (CSV, TSV, JSON Lines and MovieLens/RecBole text as strings; Parquet with
+its own types), with `rowid` following the file's order. Lines that cannot be read are not lost: they are
+counted by reason, with their line numbers, in the table's `Rejects`.
+
+Supported layouts:
+
+- `csv` / `tsv`: any delimiter (sniffed, or `delimiter`), one header line; a headerless file needs
+  `names` naming every column in order.
+- `parquet`: one file, or a folder of `*.parquet` files.
+- `jsonl`: one JSON object per line; lines that are not valid JSON objects are counted as `malformed_json`.
+- `movielens`: `u.data` + `u.item` (ML-100K), `ratings.dat` + `movies.dat` (ML-1M/10M), `ratings.csv` +
+  `movies.csv` (ML-20M/25M/32M/latest); a folder holding them or the ratings file itself.
+- `recbole`: atomic files `NAME.inter` with optional `NAME.item` / `NAME.user` (header `name:type`).
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+from lmrec.data.sqlutil import ident, literal
+from lmrec.errors import DataError
+
+ML100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
+    "War", "Western",
+)  # fmt: skip
+
+MOVIELENS_TEMPLATE = "{title} | {genres}"
+
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".txt": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".inter": "recbole",
+}
+_COMPRESSION = (".gz", ".zst")
+MAX_EXAMPLES = 10
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """How to read one table: its path, reader kind (csv, parquet, jsonl) and CSV dialect."""
+
+    path: Path
+    kind: str
+    delimiter: str | None = None
+    names: tuple[str, ...] | None = None
+    header: bool = True
+    encoding: str | None = None
+    quote: str | None = None
+    genre_flags: tuple[str, ...] = ()
+
+    @property
+    def files(self) -> list[Path]:
+        """The files this table reads (a Parquet folder reads each `*.parquet` in it)."""
+        return sorted(self.path.glob("*.parquet")) if self.path.is_dir() else [self.path]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A file source: its format, name, events table and optional items and users tables."""
+
+    format: str
+    name: str
+    events: TableSpec
+    items: TableSpec | None = None
+    users: TableSpec | None = None
+    text_template: str | None = None
+
+    def tables(self) -> dict[str, TableSpec]:
+        """The tables to read, by role (events, items, users)."""
+        found = {"events": self.events, "items": self.items, "users": self.users}
+        return {role: spec for role, spec in found.items() if spec is not None}
+
+
+@dataclass
+class Rejects:
+    """Lines a reader could not turn into a row: counts by reason, sorted line numbers, first examples."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    lines: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    examples: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Loaded:
+    """A table loaded into DuckDB: rows in source order (`rowid`), its columns and its rejected lines.
+
+    `line_column` names a column holding each row's file line; otherwise lines are derived from `rowid`,
+    the header and the rejected lines (exact unless the file has blank lines or multi-line quoted fields).
+    For Parquet and SQL sources the "line" is the 1-based row number.
+    """
+
+    table: str
+    columns: list[str]
+    where: str
+    rejects: Rejects = field(default_factory=Rejects)
+    header_lines: int = 0
+    line_column: str | None = None
+
+    def lines_of(self, con: duckdb.DuckDBPyConnection, rows: list[int]) -> dict[int, int]:
+        """Map row ids (`rowid`) to 1-based file line numbers, counting the header."""
+        if not rows:
+            return {}
+        if self.line_column is not None:
+            found = con.execute(
+                f"SELECT rowid, {ident(self.line_column)} FROM {ident(self.table)} "
+                f"WHERE rowid IN ({', '.join(str(int(r)) for r in rows)})"
+            ).fetchall()
+            return {int(r): int(line) for r, line in found}
+        return {int(r): self._line_from_row(int(r)) for r in rows}
+
+    def _line_from_row(self, row: int) -> int:
+        """The (row+1)-th line after the header that is not a rejected line."""
+        first = self.header_lines + 1
+        line = first + row
+        while True:
+            moved = first + row + int(np.searchsorted(self.rejects.lines, line, side="right"))
+            if moved == line:
+                return line
+            line = moved
+
+
+def detect(
+    path: Path,
+    fmt: str | None = None,
+    *,
+    columns: tuple[str, ...] | None = None,
+    delimiter: str | None = None,
+    encoding: str | None = None,
+) -> Layout:
+    """Tell a source's layout from `fmt`, else from its extension or the files in its folder."""
+    fmt = fmt or guess_format(path)
+    if columns is not None and fmt not in ("csv", "tsv"):
+        raise DataError(f"--columns names the columns of a headerless CSV/TSV file, not of a {fmt} source.")
+    if fmt == "movielens":
+        return _movielens(path)
+    if fmt == "recbole":
+        return _recbole(path)
+    if fmt == "sql":
+        raise DataError(f"--format sql reads a database URL such as sqlite:///{path}, not a file path.")
+    if path.is_dir() and fmt != "parquet":
+        raise DataError(f"{path} is a folder; give the {fmt} file itself.")
+    spec = TableSpec(
+        path,
+        "csv" if fmt in ("csv", "tsv") else fmt,
+        delimiter=delimiter or ("\t" if fmt == "tsv" else None),
+        names=columns,
+        header=columns is None,
+        encoding=encoding,
+    )
+    return Layout(fmt, _stem(path), spec)
+
+
+def guess_format(path: Path) -> str:
+    """The format of a path from its extension or folder contents; DataError when it cannot tell."""
+    if path.is_dir():
+        names = {p.name for p in path.iterdir()}
+        if any(n.endswith(".inter") for n in names):
+            return "recbole"
+        if names & {"u.data", "ratings.dat", "ratings.csv"}:
+            return "movielens"
+        if any(n.endswith(".parquet") for n in names):
+            return "parquet"
+        raise DataError(
+            f"cannot tell the layout of folder {path}: expected NAME.inter (RecBole), u.data, ratings.dat "
+            "or ratings.csv (MovieLens) or *.parquet files; pass --format."
+        )
+    name = path.name.lower()
+    if name in ("u.data", "ratings.dat") or (name == "ratings.csv" and (path.parent / "movies.csv").exists()):
+        return "movielens"
+    fmt = _EXTENSIONS.get(Path(_strip_compression(name)).suffix)
+    if fmt is None:
+        raise DataError(f"cannot tell the format of {path} from its name; pass --format csv|tsv|parquet|jsonl.")
+    return fmt
+
+
+def table_spec(path: Path, encoding: str | None = None) -> TableSpec:
+    """How to read a side table (items or users) from its name: MovieLens and RecBole files, else by extension."""
+    name = path.name.lower()
+    if name in ("u.item", "movies.dat", "movies.csv"):
+        return _movielens_items(path)
+    if name.endswith((".item", ".user")):
+        return _recbole_spec(path)
+    fmt = _EXTENSIONS.get(Path(_strip_compression(name)).suffix)
+    if fmt not in ("csv", "tsv", "parquet", "jsonl"):
+        raise DataError(f"cannot tell the format of {path} from its name; use a .csv, .tsv, .parquet or .jsonl file.")
+    kind = "csv" if fmt in ("csv", "tsv") else fmt
+    return TableSpec(path, kind, delimiter="\t" if fmt == "tsv" else None, encoding=encoding)
+
+
+def load_table(con: duckdb.DuckDBPyConnection, spec: TableSpec, table: str) -> Loaded:
+    """Load one table into DuckDB as `table`, counting the lines that could not be read."""
+    if not spec.path.exists():
+        raise DataError(f"{spec.path} does not exist.")
+    if spec.path.is_file() and spec.path.stat().st_size == 0:
+        raise DataError(f"{spec.path} is empty.")
+    if spec.path.is_dir() and not spec.files:
+        raise DataError(f"{spec.path} has no *.parquet files.")
+    loader = {"csv": _load_csv, "parquet": _load_parquet, "jsonl": _load_jsonl}[spec.kind]
+    loaded = loader(con, spec, table)
+    if spec.genre_flags:
+        _fold_genres(con, loaded, spec.genre_flags)
+    return loaded
+
+
+def sql_error(exc: duckdb.Error, where: str) -> DataError:
+    """A DuckDB error while reading `where`, as one sentence."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return DataError(f"cannot read {where}: {first}")
+
+
+def _run(con: duckdb.DuckDBPyConnection, sql: str, where: str) -> None:
+    try:
+        con.execute(sql)
+    except duckdb.Error as exc:
+        raise sql_error(exc, where) from exc
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [row[0] for row in con.execute(f"DESCRIBE {ident(table)}").fetchall()]
+
+
+def _load_csv(con: duckdb.DuckDBPyConnection, spec: TableSpec, table: str) -> Loaded:
+    options = [
+        "all_varchar=true",
+        f"header={str(spec.header).lower()}",
+        "store_rejects=true",
+        f"rejects_table={literal(table + '_rejects')}",
+        f"rejects_scan={literal(table + '_scans')}",
+    ]
+    if spec.delimiter is not None:
+        options.append(f"delim={literal(spec.delimiter)}")
+    if spec.names is not None:
+        options.append("names=[" + ", ".join(literal(n) for n in spec.names) + "]")
+    if spec.encoding is not None:
+        options.append(f"encoding={literal(spec.encoding)}")
+    if spec.quote is not None:
+        options += [f"quote={literal(spec.quote)}", f"escape={literal(spec.quote)}"]
+    source = f"read_csv({literal(str(spec.path))}, {', '.join(options)})"
+    _run(con, f"CREATE TABLE {ident(table)} AS SELECT * FROM {source}", str(spec.path))
+    columns = _columns(con, table)
+    if spec.names is not None and len(columns) != len(spec.names):
+        raise DataError(
+            f"{spec.path} has {len(columns)} columns per line but {len(spec.names)} column names were "
+            f"given ({', '.join(spec.names)}); name every column in order."
+        )
+    if spec.header and _looks_like_data(columns):
+        raise DataError(
+            f"the first line of {spec.path} looks like data ({', '.join(columns)}), not a header; name "
+            "every column in order with --columns, e.g. --columns user_id,item_id,timestamp."
+        )
+    rejects = _csv_rejects(con, table + "_rejects")
+    return Loaded(table, columns, str(spec.path), rejects, header_lines=int(spec.header))
+
+
+def _looks_like_data(columns: list[str]) -> bool:
+    """True when most header names are numbers: the file has no header line."""
+    numeric = sum(1 for c in columns if _is_number(c))
+    return numeric * 2 > len(columns)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_rejects(con: duckdb.DuckDBPyConnection, rejects_table: str) -> Rejects:
+    per_line = (
+        f"SELECT line, 'malformed_' || replace(lower(min(error_type::VARCHAR)), ' ', '_') AS reason, "
+        f"any_value(csv_line) AS text FROM {ident(rejects_table)} GROUP BY line"
+    )
+    counts = dict(con.execute(f"SELECT reason, count(*) FROM ({per_line}) GROUP BY reason").fetchall())
+    lines = con.execute(f"SELECT line FROM ({per_line}) ORDER BY line").fetchnumpy()["line"]
+    examples = con.execute(f"SELECT line, reason, text FROM ({per_line}) ORDER BY line LIMIT {MAX_EXAMPLES}")
+    return Rejects(
+        counts={k: int(v) for k, v in counts.items()},
+        lines=np.asarray(lines, dtype=np.int64),
+        examples=[{"line": int(line), "reason": r, "text": t} for line, r, t in examples.fetchall()],
+    )
+
+
+def _load_parquet(con: duckdb.DuckDBPyConnection, spec: TableSpec, table: str) -> Loaded:
+    source = f"{spec.path}/*.parquet" if spec.path.is_dir() else str(spec.path)
+    _run(con, f"CREATE TABLE {ident(table)} AS SELECT * FROM read_parquet({literal(source)})", str(spec.path))
+    return Loaded(table, _columns(con, table), str(spec.path))
+
+
+def _load_jsonl(con: duckdb.DuckDBPyConnection, spec: TableSpec, table: str) -> Loaded:
+    """Read lines as one text column, then keep the valid JSON objects; others are `malformed_json`."""
+    lines, parsed = f"{table}_lines", f"{table}_json"
+    encoding = f", encoding={literal(spec.encoding)}" if spec.encoding else ""
+    _run(
+        con,
+        f"CREATE TABLE {ident(lines)} AS SELECT * FROM read_csv({literal(str(spec.path))}, "
+        "columns={'line': 'VARCHAR'}, header=false, delim='\x01', quote='', escape='', auto_detect=false, "
+        f"store_rejects=true, rejects_table={literal(table + '_rejects')}, "
+        f"rejects_scan={literal(table + '_scans')}{encoding})",
+        str(spec.path),
+    )
+    con.execute(
+        f"CREATE TABLE {ident(parsed)} AS SELECT rowid + 1 AS __line, line, "
+        f"CASE WHEN json_valid(line) THEN line::JSON END AS j FROM {ident(lines)} WHERE trim(line) <> ''"
+    )
+    con.execute(
+        f"INSERT INTO {ident(table + '_rejects')} (line, error_type, csv_line) "
+        f"SELECT __line, 'INVALID STATE', line FROM {ident(parsed)} "
+        "WHERE j IS NULL OR json_type(j) <> 'OBJECT'"
+    )
+    keys = [
+        row[0]
+        for row in con.execute(
+            f"SELECT k FROM (SELECT __line, json_keys(j) AS ks FROM {ident(parsed)} "
+            "WHERE json_type(j) = 'OBJECT'), unnest(ks) WITH ORDINALITY AS u(k, pos) "
+            "GROUP BY k ORDER BY min(__line), min(pos)"
+        ).fetchall()
+    ]
+    extract = "".join(f", j->>{literal(_json_pointer(k))} AS {ident(k)}" for k in keys)
+    con.execute(
+        f"CREATE TABLE {ident(table)} AS SELECT __line{extract} FROM {ident(parsed)} "
+        "WHERE json_type(j) = 'OBJECT' ORDER BY __line"
+    )
+    rejects = _csv_rejects(con, table + "_rejects")
+    rejects.counts = {_json_reason(k): v for k, v in rejects.counts.items()}
+    for example in rejects.examples:
+        example["reason"] = _json_reason(example["reason"])
+    con.execute(f"DROP TABLE {ident(lines)}; DROP TABLE {ident(parsed)}")
+    return Loaded(table, keys, str(spec.path), rejects, line_column="__line")
+
+
+def _json_pointer(key: str) -> str:
+    return "/" + key.replace("~", "~0").replace("/", "~1")
+
+
+def _json_reason(reason: str) -> str:
+    """Lines that are not JSON objects are `malformed_json`; encoding and other line errors keep theirs."""
+    return "malformed_json" if reason in ("malformed_invalid_state", "malformed_too_many_columns") else reason
+
+
+def _fold_genres(con: duckdb.DuckDBPyConnection, loaded: Loaded, flags: tuple[str, ...]) -> None:
+    """Replace ML-100K's 0/1 genre columns by one `genres` column ('Action|Comedy'), as in later MovieLens."""
+    parts = ", ".join(f"CASE WHEN {ident(g)} = '1' THEN {literal(g)} END" for g in flags)
+    table = ident(loaded.table)
+    con.execute(f"ALTER TABLE {table} ADD COLUMN genres VARCHAR")
+    con.execute(f"UPDATE {table} SET genres = NULLIF(concat_ws('|', {parts}), '')")
+    for flag in flags:
+        con.execute(f"ALTER TABLE {table} DROP COLUMN {ident(flag)}")
+    loaded.columns = [c for c in loaded.columns if c not in flags] + ["genres"]
+
+
+def _movielens(path: Path) -> Layout:
+    folder = path if path.is_dir() else path.parent
+    ratings = {
+        "u.data": ("\t", ("user_id", "item_id", "rating", "timestamp"), "u.item"),
+        "ratings.dat": ("::", ("userId", "movieId", "rating", "timestamp"), "movies.dat"),
+        "ratings.csv": (None, None, "movies.csv"),
+    }
+    candidates = ratings if path.is_dir() else {k: v for k, v in ratings.items() if k == path.name}
+    for file, (delimiter, names, items_file) in candidates.items():
+        if not (folder / file).is_file():
+            continue
+        events = TableSpec(
+            folder / file,
+            "csv",
+            delimiter=delimiter,
+            names=names,
+            header=names is None,
+            quote="" if names else None,
+        )
+        items = _movielens_items(folder / items_file) if (folder / items_file).is_file() else None
+        return Layout("movielens", folder.name, events, items, text_template=MOVIELENS_TEMPLATE)
+    raise DataError(f"no MovieLens ratings file (u.data, ratings.dat or ratings.csv) at {path}.")
+
+
+def _movielens_items(path: Path) -> TableSpec:
+    name = path.name.lower()
+    if name == "movies.csv":
+        return TableSpec(path, "csv")
+    encoding = _utf8_or_latin1(path)
+    if name == "u.item":
+        names = ("item_id", "title", "release_date", "video_release_date", "imdb_url", *ML100K_GENRES)
+        return TableSpec(path, "csv", "|", names, header=False, encoding=encoding, quote="", genre_flags=ML100K_GENRES)
+    return TableSpec(path, "csv", "::", ("movieId", "title", "genres"), header=False, encoding=encoding, quote="")
+
+
+def _utf8_or_latin1(path: Path) -> str:
+    """MovieLens text files are Latin-1 in ML-100K/1M and UTF-8 later: check the bytes, streaming."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return "latin-1"
+    return "utf-8"
+
+
+def _recbole(path: Path) -> Layout:
+    if path.is_dir():
+        inters = sorted(path.glob("*.inter"))
+        named = path / f"{path.name}.inter"
+        if named.is_file():
+            inter = named
+        elif len(inters) == 1:
+            inter = inters[0]
+        else:
+            found = ", ".join(p.name for p in inters) or "none"
+            raise DataError(f"{path} needs exactly one NAME.inter file (found: {found}); give the file itself.")
+    else:
+        inter = path
+    stem = inter.name[: -len(inter.suffix)]
+    side = {ext: inter.with_name(f"{stem}.{ext}") for ext in ("item", "user")}
+    return Layout(
+        "recbole",
+        stem,
+        _recbole_spec(inter),
+        items=_recbole_spec(side["item"]) if side["item"].is_file() else None,
+        users=_recbole_spec(side["user"]) if side["user"].is_file() else None,
+    )
+
+
+def _recbole_spec(path: Path) -> TableSpec:
+    """RecBole atomic file: tab separated, no quoting, header `name:type` read with the types removed."""
+    if not path.is_file():
+        raise DataError(f"{path} does not exist.")
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        header = handle.readline().rstrip("\r\n")
+    if not header:
+        raise DataError(f"{path} is empty.")
+    names = tuple(col.rpartition(":")[0] if ":" in col else col for col in header.split("\t"))
+    return TableSpec(path, "csv", "\t", names, header=True, quote="")
+
+
+def _strip_compression(name: str) -> str:
+    for suffix in _COMPRESSION:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _stem(path: Path) -> str:
+    return Path(_strip_compression(path.name)).stem if path.is_file() else path.name

@@ -1,0 +1,96 @@
+"""The lmrec model: a causal Transformer over items represented by what a pretrained language model reads.
+
+Each item's text (title, genres, description) is embedded once by a frozen sentence encoder; a trainable
+adapter — parametric whitening followed by a mixture of experts, as in UniSRec (Hou et al., KDD 2022) —
+maps it into the sequence model's space, optionally plus a learned ID embedding. The output layer scores
+items by the same text-derived table, so an item nobody has touched yet still gets a meaningful score,
+and a model trained without IDs (`use_id: false`, the inductive mode) transfers to a new catalogue.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from lmrec.models.base import register
+from lmrec.models.sasrec import SASRec, SASRecConfig
+
+
+class LMRecConfig(SASRecConfig):
+    """Hyper-parameters of the text-aware sequence model."""
+
+    text_dim: int = Field(384, ge=1, description="dimension of the item text embeddings")
+    experts: int = Field(8, ge=1, description="whitening experts of the mixture-of-experts adapter")
+    text_dropout: float = Field(0.1, ge=0, lt=1)
+    use_id: bool = Field(True, description="add a learned ID embedding to items seen in training")
+    encoder: str | None = Field(None, description="local Hugging Face encoder folder; default all-MiniLM-L6-v2")
+    text_max_length: int = Field(64, ge=8, description="token limit per item text")
+
+
+class MoEAdapter(nn.Module):
+    """Parametric whitening experts `(x - b_k) W_k` mixed by a softmax gate over the text embedding."""
+
+    def __init__(self, text_dim: int, hidden: int, experts: int, dropout: float) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(experts, text_dim))
+        self.proj = nn.Parameter(torch.empty(experts, text_dim, hidden))
+        nn.init.xavier_uniform_(self.proj.view(-1, hidden))
+        self.gate = nn.Linear(text_dim, experts, bias=False)
+        nn.init.zeros_(self.gate.weight)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """`[N, text_dim] → [N, hidden]`."""
+        x = self.drop(x)
+        experts = torch.einsum("nkt,kth->nkh", x[:, None, :] - self.bias[None], self.proj)
+        weights = self.gate(x).softmax(-1)
+        return (weights[:, :, None] * experts).sum(1)
+
+
+@register("lmrec")
+class LMRec(SASRec):
+    """SASRec whose item table is adapter(text embedding) [+ ID embedding for items seen in training]."""
+
+    Config = LMRecConfig
+    uses_item_text = True
+
+    def __init__(self, n_items: int, config: LMRecConfig) -> None:
+        super().__init__(n_items, config)
+        self.register_buffer("text_emb", torch.zeros(n_items + 1, config.text_dim))
+        self.register_buffer("has_id", torch.zeros(n_items + 1, dtype=torch.bool))
+        self.adapter = MoEAdapter(config.text_dim, config.hidden, config.experts, config.text_dropout)
+        self.text_norm = nn.LayerNorm(config.hidden)
+        if not config.use_id:
+            self.item_emb.weight.requires_grad_(False)
+            nn.init.zeros_(self.item_emb.weight)
+
+    def set_item_text(self, embeddings: Tensor) -> None:
+        """Install the item text embeddings `[n_items + 1, text_dim]` (row 0, padding, is ignored)."""
+        if tuple(embeddings.shape) != tuple(self.text_emb.shape):
+            raise ValueError(
+                f"item text embeddings must be {tuple(self.text_emb.shape)}, got {tuple(embeddings.shape)}"
+            )
+        self.text_emb.copy_(embeddings)
+
+    def fit_statistics(self, sequences: list[Tensor]) -> None:
+        """Give ID embeddings only to items that occur in training; the others rely on their text alone."""
+        self.has_id.zero_()
+        for seq in sequences:
+            self.has_id[seq] = True
+        self.has_id[0] = False
+
+    def item_table(self) -> Tensor:
+        """Representation of every item: `[n_items + 1, hidden]`, row 0 zero."""
+        table = self.text_norm(self.adapter(self.text_emb))
+        if self.cfg.use_id:
+            table = table + self.item_emb.weight * self.has_id[:, None]
+        return table * (torch.arange(table.shape[0], device=table.device) > 0)[:, None]
+
+    def input_embeddings(self, inputs: Tensor) -> Tensor:
+        """Text-derived representations of the input items."""
+        return self.item_table()[inputs]
+
+    def output_embeddings(self) -> Tensor:
+        """The same text-derived table scores the next item."""
+        return self.item_table()
