@@ -14,6 +14,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Call `write(fileobj)` on a temp file beside `path`, then atomically replace `path` with it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; give them the usual permissions
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -38,3 +39,10 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_json(path: Path, data: Any) -> None:
     """Atomically write indented JSON."""
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def _umask() -> int:
+    """The process umask (reading it requires setting it, so it is set straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -275,7 +275,7 @@ def test_resolve_downloads_into_the_cache(
 
     path = resolve_source("toy", catalogue=catalogue)
 
-    assert path == tmp_path / "cache" / "toy" / "toy"
+    assert path == tmp_path / "cache" / "datasets" / "toy" / "toy"
     assert resolve_source("TOY", catalogue=catalogue, download=False) == path
 
 

@@ -227,8 +227,9 @@ def get_entry(name: str, catalogue: Mapping[str, DatasetEntry] = CATALOGUE) -> D
 
 
 def cache_dir() -> Path:
-    """The download cache: `$LMREC_CACHE_DIR`, else `~/.cache/lmrec/datasets`."""
-    return Path(os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR).expanduser()
+    """The download cache: `$LMREC_CACHE_DIR/datasets`, else `~/.cache/lmrec/datasets`."""
+    root = os.environ.get(CACHE_DIR_ENV)
+    return (Path(root) / "datasets" if root else Path(DEFAULT_CACHE_DIR)).expanduser()
 
 
 def resolve_source(

@@ -9,11 +9,14 @@ and a model trained without IDs (`use_id: false`, the inductive mode) transfers 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from lmrec.models.base import register
+from lmrec.models.base import Batch, register
 from lmrec.models.sasrec import SASRec, SASRecConfig
 
 
@@ -41,11 +44,13 @@ class MoEAdapter(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        """`[N, text_dim] → [N, hidden]`."""
+        """`[N, text_dim] → [N, hidden]`; (x - b_k) W_k is computed as x W_k - b_k W_k in one matmul."""
         x = self.drop(x)
-        experts = torch.einsum("nkt,kth->nkh", x[:, None, :] - self.bias[None], self.proj)
+        experts_, text_dim, hidden = self.proj.shape
+        projected = (x @ self.proj.permute(1, 0, 2).reshape(text_dim, experts_ * hidden)).view(-1, experts_, hidden)
+        shift = torch.einsum("kt,kth->kh", self.bias, self.proj)
         weights = self.gate(x).softmax(-1)
-        return (weights[:, :, None] * experts).sum(1)
+        return (weights[:, :, None] * (projected - shift)).sum(1)
 
 
 @register("lmrec")
@@ -61,6 +66,7 @@ class LMRec(SASRec):
         self.register_buffer("has_id", torch.zeros(n_items + 1, dtype=torch.bool))
         self.adapter = MoEAdapter(config.text_dim, config.hidden, config.experts, config.text_dropout)
         self.text_norm = nn.LayerNorm(config.hidden)
+        self._table: Tensor | None = None
         if not config.use_id:
             self.item_emb.weight.requires_grad_(False)
             nn.init.zeros_(self.item_emb.weight)
@@ -89,8 +95,26 @@ class LMRec(SASRec):
 
     def input_embeddings(self, inputs: Tensor) -> Tensor:
         """Text-derived representations of the input items."""
-        return self.item_table()[inputs]
+        return self.output_embeddings()[inputs]
 
     def output_embeddings(self) -> Tensor:
-        """The same text-derived table scores the next item."""
-        return self.item_table()
+        """The same text-derived table scores the next item (computed once per loss or scoring call)."""
+        return self._table if self._table is not None else self.item_table()
+
+    def loss(self, batch: Batch) -> Tensor:
+        """The base next-item loss, with the item table computed once for inputs and outputs."""
+        with self._shared_table():
+            return super().loss(batch)
+
+    def score_all(self, history: Tensor, lengths: Tensor) -> Tensor:
+        """Full-ranking scores, with the item table computed once."""
+        with self._shared_table():
+            return super().score_all(history, lengths)
+
+    @contextmanager
+    def _shared_table(self) -> Iterator[None]:
+        self._table = self.item_table()
+        try:
+            yield
+        finally:
+            self._table = None

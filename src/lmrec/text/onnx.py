@@ -1,0 +1,119 @@
+"""Optional ONNX Runtime backend: the same vectors as `TextEncoder` (max abs diff ~2e-7), about 2x faster on CPU.
+
+Needs `onnxruntime` and `onnxscript` (torch's exporter). The model, mean pooling included, is exported once
+per model (a few seconds) to `$LMREC_CACHE_DIR/onnx/` and reused from there.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from lmrec.atomic import atomic_write
+from lmrec.errors import ConfigError
+from lmrec.text.cache import cache_root
+from lmrec.text.encoder import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, TextEncoder, mean_pool
+
+log = logging.getLogger(__name__)
+
+
+def onnx_available() -> bool:
+    """Whether ONNX Runtime and torch's ONNX exporter (onnxscript) are installed."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnxscript"))
+
+
+class PooledEncoder(nn.Module):
+    """The encoder plus mean pooling, taking the tokenizer's tensors positionally (the exported graph)."""
+
+    def __init__(self, model: nn.Module, input_names: list[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.input_names = input_names
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        batch = dict(zip(self.input_names, inputs, strict=True))
+        return mean_pool(self.model(**batch).last_hidden_state, batch["attention_mask"])
+
+
+class OnnxTextEncoder(TextEncoder):
+    """A `TextEncoder` that runs the model with ONNX Runtime; it shares the torch encoder's cache keys."""
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        threads: int | None = None,
+        onnx_dir: str | Path | None = None,
+    ) -> None:
+        if not onnx_available():
+            raise ConfigError(
+                "the ONNX text encoder needs onnxruntime and onnxscript: pip install onnxruntime onnxscript"
+            )
+        super().__init__(model, max_length=max_length, batch_size=batch_size, threads=threads)
+        self.onnx_dir = Path(onnx_dir) if onnx_dir is not None else cache_root() / "onnx"
+        self._session = None
+
+    @property
+    def onnx_path(self) -> Path:
+        """Where this model's exported graph lives."""
+        return self.onnx_dir / f"{self.model_id[:32]}.onnx"
+
+    @property
+    def session(self):
+        """The ONNX Runtime session (exporting the model first if needed), using `threads` or torch's count."""
+        if self._session is None:
+            import onnxruntime
+
+            if not self.onnx_path.is_file():
+                self.export()
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = self.threads or torch.get_num_threads()
+            options.inter_op_num_threads = 1
+            try:
+                self._session = onnxruntime.InferenceSession(
+                    str(self.onnx_path), options, providers=["CPUExecutionProvider"]
+                )
+            except Exception as exc:
+                raise ConfigError(
+                    f"cannot load {self.onnx_path} ({exc}); delete it to export the model again."
+                ) from exc
+        return self._session
+
+    def export(self) -> None:
+        """Export encoder + pooling with dynamic batch and sequence axes, written atomically."""
+        names = list(self.tokenizer.model_input_names)
+        example = self.tokenizer(["an example", "a longer example text"], padding=True, return_tensors="pt")
+        batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
+        log.info("exporting %s to ONNX at %s (once per model)", self.path, self.onnx_path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                program = torch.onnx.export(
+                    PooledEncoder(self.model, names).eval(),
+                    tuple(example[name] for name in names),
+                    input_names=names,
+                    output_names=["sentence_embedding"],
+                    dynamic_shapes=(tuple({0: batch, 1: length} for _ in names),),  # one spec per *inputs tensor
+                    dynamo=True,
+                    optimize=False,
+                    verbose=False,
+                )
+            except Exception as exc:
+                raise ConfigError(
+                    f"cannot export {self.path} to ONNX ({type(exc).__name__}); use TextEncoder."
+                ) from exc
+        graph = program.model_proto.SerializeToString()
+        atomic_write(self.onnx_path, lambda handle: handle.write(graph))
+
+    def _encode_batch(self, texts: list[str]) -> torch.Tensor:
+        """One ONNX Runtime run over a batch of texts."""
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
+        feeds = {name: batch[name].astype(np.int64) for name in self.tokenizer.model_input_names}
+        return torch.from_numpy(self.session.run(None, feeds)[0])
