@@ -135,7 +135,10 @@ def paired(runs: dict[str, list[Path]], best: str) -> dict:
             (EvalResult.load(RunDir(a).ranks_file("test")), EvalResult.load(RunDir(b).ranks_file("test")))
             for a, b in zip(model_runs, runs[best], strict=True)
         ]
-        test = paired_test(pooled_deltas(pairs, "ndcg@10"))
+        # Average each user's delta over the seeds before resampling users: seeds share their targets,
+        # so treating (seed, user) pairs as independent would make the interval too narrow.
+        deltas = pooled_deltas(pairs, "ndcg@10").reshape(len(pairs), -1).mean(axis=0)
+        test = paired_test(deltas)
         out[f"{best}_vs_{name}"] = {"delta_ndcg@10": test.mean, "delta_ndcg@10_ci95": [test.low, test.high]}
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,18 +42,24 @@ def train(
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = False,
+    init: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train a model on a prepared dataset, evaluate its best checkpoint, and return its metrics.json."""
+    """Train a model on a prepared dataset, evaluate its best checkpoint, and return its metrics.json.
+
+    `init` starts from a pre-trained checkpoint (`lmrec pretrain`, or another run): its architecture
+    settings become the defaults, and every weight that does not belong to its catalogue is loaded.
+    """
     dataset = PreparedDataset.load(data)
-    config = config or build_config(model, config_file, overrides, seed)
+    pretrained = load_pretrained(init) if init is not None else None
+    if config is None:
+        base = [f"model.{k}={json.dumps(v)}" for k, v in pretrained["params"].items()] if pretrained else []
+        config = build_config(model or (pretrained or {}).get("model"), config_file, base + list(overrides or []), seed)
     run = RunDir(out)
     if resume and not run.last_file.is_file():
         raise RunError(f"cannot resume: {run.path} has no checkpoint yet; start it without --resume.")
     run.create(overwrite=overwrite, resume=resume)
     if resume and run.info().get("fingerprint") != dataset.fingerprint:
-        raise RunError(
-            f"run {run.path} was trained on another dataset preparation; it cannot resume on {data}."
-        )
+        raise RunError(f"run {run.path} was trained on another dataset preparation; it cannot resume on {data}.")
     run.write_setup(
         config,
         {
@@ -67,6 +74,7 @@ def train(
     seed_everything(config.seed)
     model_ = build_model(config.model_name, dataset.n_items, config.model_params)
     text_summary = attach_item_text(model_, dataset, progress)
+    init_summary = transfer_weights(model_, pretrained) if pretrained else None
     trainer = Trainer(dataset, config, run, progress=progress, model=model_)
     state = trainer.fit(resume=resume)
     model_ = run.load_model(dataset.fingerprint)
@@ -99,6 +107,90 @@ def train(
     }
     if text_summary:
         metrics["item_text"] = text_summary
+    if init_summary:
+        metrics["init"] = {"from": str(init), **init_summary}
+    run.write_metrics(metrics)
+    return metrics
+
+
+def load_pretrained(path: str | Path) -> dict[str, Any]:
+    """A checkpoint dict from a pre-training directory, a run directory or a model file."""
+    path = Path(path)
+    candidates = [path, path / "model" / "model.pt", path / "model.pt"]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise RunError(f"no checkpoint at {path}; give a directory written by `lmrec pretrain` or `lmrec train`.")
+    state = RunDir(found.parent).load_checkpoint(found)
+    if not {"model", "params", "state_dict"} <= set(state):
+        raise RunError(f"{found} is not an lmrec model checkpoint (it lacks model, params or weights).")
+    return state
+
+
+def transfer_weights(model: SequentialRecommender, pretrained: dict[str, Any]) -> dict[str, Any]:
+    """Load every pre-trained weight whose name and shape fit, except those of the source catalogue."""
+    if pretrained["model"] != model.name:
+        raise RunError(
+            f"the checkpoint holds a {pretrained['model']} model, not {model.name}; use --model {pretrained['model']}."
+        )
+    skip = set(getattr(model, "catalogue_keys", tuple)())
+    own = model.state_dict()
+    keep = {k: v for k, v in pretrained["state_dict"].items() if k in own and k not in skip and own[k].shape == v.shape}
+    if not keep:
+        raise RunError("no weight of the checkpoint fits this model; check that hidden, layers and heads match.")
+    model.load_state_dict(keep, strict=False)
+    return {"loaded": len(keep), "skipped": sorted(set(pretrained["state_dict"]) - set(keep))}
+
+
+def pretrain(
+    data: list[str | Path],
+    out: str | Path,
+    overrides: list[str] | None = None,
+    seed: int | None = None,
+    overwrite: bool = False,
+    contrastive_weight: float = 0.1,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Pre-train an inductive lmrec model (text only, no IDs) on one or more prepared datasets."""
+    from lmrec.train.pretrain import Pretrainer
+
+    if not data:
+        raise DataError("pretrain needs at least one prepared dataset.")
+    datasets = [PreparedDataset.load(d) for d in data]
+    config = build_config("lmrec", None, [*(overrides or []), "model.use_id=false"], seed)
+    run = RunDir(out)
+    run.create(overwrite=overwrite, resume=False)
+    configure_threads(config.train.threads)
+    seed_everything(config.seed)
+    model_ = build_model("lmrec", datasets[0].n_items, config.model_params)
+    sources = [(dataset, item_text_table(model_, dataset, progress)[0]) for dataset in datasets]
+    trainer = Pretrainer(model_, sources, config, contrastive_weight=contrastive_weight, progress=progress)
+    scores = trainer.fit()
+    run.write_setup(
+        config,
+        {
+            "model": "lmrec",
+            "pretrained_on": [d.name for d in datasets],
+            "datasets": [str(Path(d).resolve()) for d in data],
+        },
+    )
+    state = {k: v for k, v in model_.state_dict().items() if k not in model_.catalogue_keys()}
+    run.save(
+        run.model_file,
+        {
+            "model": "lmrec",
+            "params": config.model_params,
+            "state_dict": state,
+            "pretrained_on": [d.name for d in datasets],
+        },
+    )
+    metrics = {
+        "model": "lmrec",
+        "pretrained_on": [d.name for d in datasets],
+        "valid": scores,
+        "epochs": len(trainer.history),
+        "train_seconds": trainer.train_seconds,
+        "history": trainer.history,
+    }
     run.write_metrics(metrics)
     return metrics
 
@@ -107,6 +199,13 @@ def attach_item_text(model: SequentialRecommender, dataset: PreparedDataset, pro
     """Encode the catalogue's item texts for models that read them (cached on disk); else do nothing."""
     if not model.uses_item_text:
         return {}
+    table, summary = item_text_table(model, dataset, progress)
+    model.set_item_text(table)
+    return summary
+
+
+def item_text_table(model: SequentialRecommender, dataset: PreparedDataset, progress: bool = False):
+    """The catalogue's item text embeddings with the model's encoder settings, and their summary."""
     from lmrec.text.items import encode_items
 
     params = model.config
@@ -122,8 +221,7 @@ def attach_item_text(model: SequentialRecommender, dataset: PreparedDataset, pro
             f"the encoder gives {table.shape[1]}-dimensional vectors but model.text_dim is {params.text_dim}; "
             f"set --set model.text_dim={table.shape[1]}."
         )
-    model.set_item_text(table)
-    return summary
+    return table, summary
 
 
 def evaluate(
@@ -159,9 +257,7 @@ class Recommendation:
 class Recommender:
     """A trained run ready to recommend, speaking original user and item ids."""
 
-    def __init__(
-        self, run: RunDir, dataset: PreparedDataset, model: SequentialRecommender, config: RunConfig
-    ):
+    def __init__(self, run: RunDir, dataset: PreparedDataset, model: SequentialRecommender, config: RunConfig):
         self.run = run
         self.dataset = dataset
         self.model = model

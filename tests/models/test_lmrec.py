@@ -45,7 +45,7 @@ def test_cold_items_use_text_only_and_twins_score_alike() -> None:
 
 
 def test_learns_a_pattern_from_text_alone_and_transfers() -> None:
-    model, text = _model(use_id=False)
+    model, _ = _model(use_id=False)
     model.objective = full_softmax_ce()
     rows = torch.tensor([[i, i + 1, i + 2, i + 3] for i in range(1, N_ITEMS - 2)])
     from lmrec.models.base import Batch

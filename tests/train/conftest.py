@@ -64,3 +64,9 @@ def cyclic_dataset(tmp_path: Path) -> Path:
         start, length = int(rng.integers(n_items)), int(rng.integers(6, 30))
         sequences.append([(start + t) % n_items + 1 for t in range(length)])
     return write_prepared(tmp_path / "data", sequences, n_items)
+
+
+@pytest.fixture
+def make_prepared():
+    """The `write_prepared` helper, for tests that need several datasets."""
+    return write_prepared

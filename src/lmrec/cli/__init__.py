@@ -25,6 +25,9 @@ def _register_groups() -> None:
 
     app.add_typer(data.app, name="data", help="Read, clean, sequence and split behaviour logs.")
     run.register(app)
+    from lmrec.cli import classify
+
+    app.add_typer(classify.app, name="classify", help="Predict a behaviour (like, click, purchase) per user and item.")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,9 +23,7 @@ def _ks(text: str) -> list[int]:
     try:
         ks = [int(k) for k in text.split(",") if k.strip()]
     except ValueError:
-        raise LmrecError(
-            f"--k must be a comma-separated list of integers such as 5,10,20, not {text!r}."
-        ) from None
+        raise LmrecError(f"--k must be a comma-separated list of integers such as 5,10,20, not {text!r}.") from None
     if not ks or min(ks) < 1:
         raise LmrecError("--k needs at least one cut-off of 1 or more, such as 5,10,20.")
     return ks
@@ -45,11 +43,14 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's last complete checkpoint."),
     threads: int = typer.Option(None, "--threads", help="Torch threads (default LMREC_THREADS or 1)."),
+    init: Path = typer.Option(None, "--init", help="Start from a pre-trained checkpoint (lmrec pretrain)."),
+    inductive: bool = typer.Option(False, "--inductive", help="lmrec without ID embeddings (new catalogues)."),
 ) -> None:
     """Train a model, evaluate its best checkpoint on valid and test, and write RUN/metrics.json."""
     from lmrec import api
 
     overrides = list(set_) + ([f"train.threads={threads}"] if threads else [])
+    overrides += ["model.use_id=false"] if inductive else []
     metrics = api.train(
         data,
         out,
@@ -60,6 +61,7 @@ def train(
         overwrite=overwrite,
         resume=resume,
         progress=True,
+        init=init,
     )
     table = Table(title=f"{metrics['model']} on {metrics['dataset']}")
     table.add_column("split")
@@ -73,6 +75,24 @@ def train(
         f"{metrics['epochs']} epochs (best {metrics['best_epoch']}), {metrics['train_seconds']:.1f} s training, "
         f"{metrics['seconds_per_epoch']:.2f} s/epoch, peak RSS {metrics['peak_rss_mb']:.0f} MiB → {out}"
     )
+
+
+def pretrain(
+    data: list[Path] = typer.Argument(..., help="One or more prepared source datasets."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint directory to create."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key: --set model.hidden=128."),
+    seed: int = typer.Option(None, "--seed"),
+    contrastive: float = typer.Option(0.1, "--contrastive-weight", help="Weight of the sequence–item loss."),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+) -> None:
+    """Pre-train lmrec on source datasets (text only, no IDs), for `lmrec train --model lmrec --init`."""
+    from lmrec import api
+
+    metrics = api.pretrain(
+        data, out, overrides=list(set_), seed=seed, overwrite=overwrite, contrastive_weight=contrastive, progress=True
+    )
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in metrics["valid"].items())
+    console.print(f"pre-trained on {', '.join(metrics['pretrained_on'])}: {metrics['epochs']} epochs, {scores} → {out}")
 
 
 def evaluate(
@@ -130,9 +150,7 @@ def recommend(
     if user is None:
         raise LmrecError("give a user with --user ID, or --all-users --out FILE.")
     if explain and recommender.model.explain_method == "none":
-        raise LmrecError(
-            f"model {recommender.model.name} cannot explain its recommendations; drop --explain."
-        )
+        raise LmrecError(f"model {recommender.model.name} cannot explain its recommendations; drop --explain.")
     recs = recommender.recommend(user, k=k, exclude_seen=exclude_seen, explain=explain)
     table = Table(title=f"top {k} for user {user} ({RunDir(run).info()['model']})")
     for column in ("#", "item", "title", "score"):
@@ -150,6 +168,7 @@ def recommend(
 def register(app: typer.Typer) -> None:
     """Attach these commands to the main app."""
     app.command()(train)
+    app.command()(pretrain)
     app.command()(evaluate)
     app.command()(compare)
     app.command()(recommend)

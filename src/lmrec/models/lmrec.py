@@ -79,12 +79,27 @@ class LMRec(SASRec):
             )
         self.text_emb.copy_(embeddings)
 
+    def switch_catalogue(self, embeddings: Tensor) -> None:
+        """Serve another catalogue (of any size) from its text alone: only for models without ID embeddings."""
+        if self.cfg.use_id:
+            raise ValueError("only an inductive lmrec model (model.use_id=false) can switch catalogues")
+        self.n_items = embeddings.shape[0] - 1
+        self.text_emb = embeddings.to(self.text_emb)
+        self.has_id = torch.zeros(self.n_items + 1, dtype=torch.bool, device=self.text_emb.device)
+        self.item_emb = nn.Embedding(self.n_items + 1, self.cfg.hidden, padding_idx=0).requires_grad_(False)
+        nn.init.zeros_(self.item_emb.weight)
+
     def fit_statistics(self, sequences: list[Tensor]) -> None:
         """Give ID embeddings only to items that occur in training; the others rely on their text alone."""
         self.has_id.zero_()
         for seq in sequences:
             self.has_id[seq] = True
         self.has_id[0] = False
+
+    @staticmethod
+    def catalogue_keys() -> tuple[str, ...]:
+        """State-dict entries that belong to one catalogue and never transfer to another."""
+        return ("text_emb", "has_id", "item_emb.weight")
 
     def item_table(self) -> Tensor:
         """Representation of every item: `[n_items + 1, hidden]`, row 0 zero."""

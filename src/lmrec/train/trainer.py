@@ -91,9 +91,13 @@ class Trainer:
         self.model = model or build_model(config.model_name, dataset.n_items, config.model_params)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
-        starts = dataset.offsets[:-1]
+        self.windows_lengths = self._training_lengths()
         self.windows = WindowSet(
-            dataset.items, starts, dataset.train_lengths, self.model.max_len, config.train.window_stride
+            dataset.items,
+            dataset.offsets[:-1],
+            self.windows_lengths,
+            self.model.max_len,
+            config.train.window_stride,
         )
         if self.model.trainable and len(self.windows) == 0:
             raise DataError(
@@ -103,11 +107,26 @@ class Trainer:
         self.state = TrainState()
         self._validator: Evaluator | None = None
 
+    def _training_lengths(self) -> np.ndarray:
+        """Training prefix length per user; zero for users left out by `train.user_fraction`."""
+        lengths = self.dataset.train_lengths.copy()
+        fraction = self.config.train.user_fraction
+        if fraction < 1:
+            users = np.flatnonzero(lengths > 0)
+            keep = np.random.default_rng(self.config.seed).choice(
+                users, size=max(1, round(fraction * len(users))), replace=False
+            )
+            mask = np.zeros_like(lengths, dtype=bool)
+            mask[keep] = True
+            lengths[~mask] = 0
+        return lengths
+
     def _train_sequences(self) -> list[torch.Tensor]:
-        return [torch.from_numpy(self.dataset.train_sequence(u)) for u in range(self.dataset.n_users)]
+        starts, lengths = self.dataset.offsets[:-1], self.windows_lengths
+        return [torch.from_numpy(self.dataset.items[s : s + n]) for s, n in zip(starts, lengths, strict=True)]
 
     def _popularity(self) -> torch.Tensor:
-        train = self.dataset.items[self.dataset.split == 0]
+        train = torch.cat(self._train_sequences()).numpy()
         return torch.from_numpy(np.bincount(train, minlength=self.dataset.n_items + 1).astype(np.float64))
 
     def _setup_optimisation(self) -> None:
