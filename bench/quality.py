@@ -84,21 +84,21 @@ def prepared(protocol: str, data_dir: Path, work: Path) -> Path:
     return out
 
 
-def train_seeds(
-    model: str, data: Path, protocol: str, seeds: int, work: Path, extra: list[str]
-) -> list[Path]:
-    """Train one model per seed (an existing finished run with the same setup is reused)."""
+def train_seeds(model: str, data: Path, protocol: str, seeds: int, work: Path, extra: list[str]) -> list[Path]:
+    """Train one model per seed; a finished run is reused and an interrupted one resumed."""
     runs = []
     for seed in range(seeds):
         run = work / f"{protocol}-{model}-s{seed}"
         if not (run / "metrics.json").is_file():
+            resume = RunDir(run).last_file.is_file()
             api.train(
                 data,
                 run,
                 model=model,
                 overrides=PROTOCOLS[protocol]["overrides"] + extra,
                 seed=seed,
-                overwrite=True,
+                overwrite=not resume,
+                resume=resume,
                 progress=False,
             )
         runs.append(run)
@@ -153,10 +153,7 @@ def render(report: dict) -> Table:
         table.add_row(
             name + (" *" if name == report["best_by_valid"] else ""),
             f"{res['valid']['ndcg@10']['median']:.4f}",
-            *(
-                f"{test[m]['median']:.4f} [{test[m]['ci95'][0]:.3f}, {test[m]['ci95'][1]:.3f}]"
-                for m in METRICS
-            ),
+            *(f"{test[m]['median']:.4f} [{test[m]['ci95'][0]:.3f}, {test[m]['ci95'][1]:.3f}]" for m in METRICS),
             f"{res['seconds_per_epoch']['median']:.2f}",
             f"{res['train_seconds']['median']:.0f}",
             f"{res['epochs']['median']:.0f}",
@@ -186,10 +183,7 @@ def main() -> None:
     started = time.time()
     data = prepared(args.protocol, data_dir, args.work)
     dataset = PreparedDataset.load(data)
-    runs = {
-        m: train_seeds(m, data, args.protocol, args.seeds, args.work, args.set)
-        for m in args.models.split(",")
-    }
+    runs = {m: train_seeds(m, data, args.protocol, args.seeds, args.work, args.set) for m in args.models.split(",")}
     models = {name: summarise(model_runs) for name, model_runs in runs.items()}
     best = max(models, key=lambda m: models[m]["valid"]["ndcg@10"]["median"])
     report = {

@@ -7,12 +7,14 @@ from lmrec.errors import DataError
 ROLES = ("user", "item", "time", "type", "value")
 
 # Candidate names per role, in order of preference; matched case-insensitively.
+# Amazon reviews: 2018 reviewerID, asin, unixReviewTime, overall; 2023 user_id, parent_asin (its items are
+# joined on the parent, as in the 2023 benchmarks), timestamp (milliseconds), rating.
 GUESSES: dict[str, tuple[str, ...]] = {
-    "user": ("user_id", "userId", "user", "uid", "customer_id", "visitor_id"),
-    "item": ("item_id", "itemId", "movieId", "item", "iid", "product_id", "article_id"),
-    "time": ("timestamp", "ts", "time", "datetime", "date", "event_time"),
+    "user": ("user_id", "userId", "user", "uid", "customer_id", "visitor_id", "reviewerID"),
+    "item": ("item_id", "itemId", "movieId", "item", "iid", "product_id", "article_id", "parent_asin", "asin"),
+    "time": ("timestamp", "ts", "time", "datetime", "date", "event_time", "unixReviewTime"),
     "type": ("event_type", "type", "event", "action", "behavior"),
-    "value": ("rating", "value", "score", "dwell_time", "price"),
+    "value": ("rating", "value", "score", "dwell_time", "price", "overall"),
 }
 
 OPTION = {

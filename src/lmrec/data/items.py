@@ -4,6 +4,8 @@ Item text comes from a template such as "{title} | {genres}" whose fields name i
 Defaults, when neither `text_template` nor `text_columns` is given:
 
 - MovieLens layouts: "{title} | {genres}" (ML-100K's genre flags are folded into `genres`).
+- Amazon layouts: "{title} | {brand} | {category}" (2018) and "{title} | {store} | {categories}" (2023),
+  list fields read as their elements joined with ", "; a field absent from the meta file is empty.
 - An items table with `movie_title`, `release_year` and `class` (RecBole ml-100k):
   "{movie_title} ({release_year}) | {class}".
 - Any other items table: all its columns except the id, joined with " | ".

@@ -50,7 +50,7 @@ class PrepareOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Literal["csv", "tsv", "parquet", "jsonl", "movielens", "recbole", "sql"] | None = None
+    format: Literal["csv", "tsv", "parquet", "jsonl", "movielens", "recbole", "amazon", "sql"] | None = None
     query: str | None = None
     columns: tuple[str, ...] | None = None
     delimiter: str | None = None

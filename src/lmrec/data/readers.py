@@ -13,6 +13,11 @@ Supported layouts:
 - `movielens`: `u.data` + `u.item` (ML-100K), `ratings.dat` + `movies.dat` (ML-1M/10M), `ratings.csv` +
   `movies.csv` (ML-20M/25M/32M/latest); a folder holding them or the ratings file itself.
 - `recbole`: atomic files `NAME.inter` with optional `NAME.item` / `NAME.user` (header `name:type`).
+- `amazon`: Amazon reviews as JSON lines, gzipped or not: 2018 (`CATEGORY_5.json.gz` or `CATEGORY.json.gz`
+  + optional `meta_CATEGORY.json.gz`) or 2023 (`CATEGORY.jsonl.gz` + optional `meta_CATEGORY.jsonl.gz`);
+  a folder holding them or the review file itself (a lone `*.jsonl` file is `jsonl` unless a `meta_*` file
+  is beside it). The meta file is the items table, its list fields (category, description, features, ...)
+  read as their non-blank elements joined with ", ".
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ ML100K_GENRES = (
 )  # fmt: skip
 
 MOVIELENS_TEMPLATE = "{title} | {genres}"
+# Amazon item text by release (told apart by the file suffix: .json is 2018, .jsonl is 2023).
+AMAZON_TEXT_FIELDS = {".json": ("title", "brand", "category"), ".jsonl": ("title", "store", "categories")}
+AMAZON_LIST_SEPARATOR = ", "
 
 _EXTENSIONS = {
     ".csv": "csv",
@@ -62,6 +70,8 @@ class TableSpec:
     encoding: str | None = None
     quote: str | None = None
     genre_flags: tuple[str, ...] = ()
+    list_separator: str | None = None  # JSON arrays are read as their non-blank elements joined by this
+    json_keys: tuple[str, ...] = ()  # JSON keys read even when no line has them (as nulls)
 
     @property
     def files(self) -> list[Path]:
@@ -150,6 +160,8 @@ def detect(
         return _movielens(path)
     if fmt == "recbole":
         return _recbole(path)
+    if fmt == "amazon":
+        return _amazon(path)
     if fmt == "sql":
         raise DataError(f"--format sql reads a database URL such as sqlite:///{path}, not a file path.")
     if path.is_dir() and fmt != "parquet":
@@ -175,13 +187,18 @@ def guess_format(path: Path) -> str:
             return "movielens"
         if any(n.endswith(".parquet") for n in names):
             return "parquet"
+        if _amazon_files(path):
+            return "amazon"
         raise DataError(
             f"cannot tell the layout of folder {path}: expected NAME.inter (RecBole), u.data, ratings.dat "
-            "or ratings.csv (MovieLens) or *.parquet files; pass --format."
+            "or ratings.csv (MovieLens), *.parquet files or Amazon review JSON lines (*.json.gz, *.jsonl.gz); "
+            "pass --format."
         )
     name = path.name.lower()
     if name in ("u.data", "ratings.dat") or (name == "ratings.csv" and (path.parent / "movies.csv").exists()):
         return "movielens"
+    if _amazon_suffix(path.name) == ".json" or (_amazon_suffix(path.name) and _amazon_meta(path) is not None):
+        return "amazon"
     fmt = _EXTENSIONS.get(Path(_strip_compression(name)).suffix)
     if fmt is None:
         raise DataError(f"cannot tell the format of {path} from its name; pass --format csv|tsv|parquet|jsonl.")
@@ -195,6 +212,8 @@ def table_spec(path: Path, encoding: str | None = None) -> TableSpec:
         return _movielens_items(path)
     if name.endswith((".item", ".user")):
         return _recbole_spec(path)
+    if _is_meta(name) and _amazon_suffix(name):
+        return _amazon_items(path)
     fmt = _EXTENSIONS.get(Path(_strip_compression(name)).suffix)
     if fmt not in ("csv", "tsv", "parquet", "jsonl"):
         raise DataError(f"cannot tell the format of {path} from its name; use a .csv, .tsv, .parquet or .jsonl file.")
@@ -331,7 +350,8 @@ def _load_jsonl(con: duckdb.DuckDBPyConnection, spec: TableSpec, table: str) -> 
             "GROUP BY k ORDER BY min(__line), min(pos)"
         ).fetchall()
     ]
-    extract = "".join(f", j->>{literal(_json_pointer(k))} AS {ident(k)}" for k in keys)
+    keys += [k for k in spec.json_keys if k not in keys]
+    extract = "".join(f", {_json_value(k, spec.list_separator)} AS {ident(k)}" for k in keys)
     con.execute(
         f"CREATE TABLE {ident(table)} AS SELECT __line{extract} FROM {ident(parsed)} "
         "WHERE json_type(j) = 'OBJECT' ORDER BY __line"
@@ -346,6 +366,21 @@ def _load_jsonl(con: duckdb.DuckDBPyConnection, spec: TableSpec, table: str) -> 
 
 def _json_pointer(key: str) -> str:
     return "/" + key.replace("~", "~0").replace("/", "~1")
+
+
+def _json_value(key: str, list_separator: str | None) -> str:
+    """SQL reading `key` of JSON `j` as text; with a separator, an array as its non-blank elements joined."""
+    pointer = literal(_json_pointer(key))
+    if list_separator is None:
+        return f"j->>{pointer}"
+    # Join on chr(31), collapse the runs of it that blank elements leave, then swap in the separator.
+    unit = "chr(31)"
+    joined = f"{unit} || array_to_string(from_json(j->{pointer}, '[\"VARCHAR\"]'), {unit}) || {unit}"
+    collapsed = f"regexp_replace({joined}, {unit} || '(\\s*' || {unit} || ')+', {unit}, 'g')"
+    return (
+        f"CASE WHEN json_type(j, {pointer}) = 'ARRAY' "
+        f"THEN replace(trim({collapsed}, {unit}), {unit}, {literal(list_separator)}) ELSE j->>{pointer} END"
+    )
 
 
 def _json_reason(reason: str) -> str:
@@ -410,6 +445,66 @@ def _utf8_or_latin1(path: Path) -> str:
     except UnicodeDecodeError:
         return "latin-1"
     return "utf-8"
+
+
+def _amazon(path: Path) -> Layout:
+    """Amazon reviews: the review file (a folder's only non-meta JSON lines file) and its meta file, if any."""
+    if path.is_dir():
+        reviews = _amazon_files(path)
+        if len(reviews) != 1:
+            found = ", ".join(p.name for p in reviews) or "none"
+            raise DataError(
+                f"{path} needs exactly one Amazon review file (*.json.gz or *.jsonl.gz besides meta_*; "
+                f"found: {found}); give the file itself."
+            )
+        review = reviews[0]
+    elif _is_meta(path.name):
+        raise DataError(f"{path} is an Amazon metadata file; give the review file or the folder holding both.")
+    else:
+        review = path
+    suffix = _amazon_suffix(review.name)
+    if suffix is None:
+        raise DataError(f"{review} is not an Amazon review file (*.json, *.jsonl, optionally .gz).")
+    meta = _amazon_meta(review)
+    fields = AMAZON_TEXT_FIELDS[suffix]
+    return Layout(
+        "amazon",
+        path.name if path.is_dir() else _stem(path),
+        TableSpec(review, "jsonl"),
+        _amazon_items(meta) if meta is not None else None,
+        text_template=" | ".join("{" + f + "}" for f in fields),
+    )
+
+
+def _amazon_items(path: Path) -> TableSpec:
+    """An Amazon meta file: JSON lines with list fields joined and the default text fields always present."""
+    keys = AMAZON_TEXT_FIELDS.get(_amazon_suffix(path.name), ())
+    return TableSpec(path, "jsonl", list_separator=AMAZON_LIST_SEPARATOR, json_keys=keys)
+
+
+def _amazon_suffix(name: str) -> str | None:
+    """The suffix ".json" or ".jsonl" when `name` is a JSON (lines) file, compressed or not; else None."""
+    suffix = Path(_strip_compression(name.lower())).suffix
+    return suffix if suffix in AMAZON_TEXT_FIELDS else None
+
+
+def _amazon_files(folder: Path, meta: bool = False) -> list[Path]:
+    """The JSON (lines) files of a folder: the review files, or with `meta` the `meta_*` files."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and _amazon_suffix(p.name) and _is_meta(p.name) == meta)
+
+
+def _is_meta(name: str) -> bool:
+    return name.lower().startswith("meta_")
+
+
+def _amazon_meta(review: Path) -> Path | None:
+    """The meta file beside a review file: `meta_CATEGORY.*` (reviews `CATEGORY[_5].*`), else the only `meta_*`."""
+    metas = _amazon_files(review.parent, meta=True)
+    category = _stem(review).removesuffix("_5")
+    named = [p for p in metas if _stem(p) == f"meta_{category}"]
+    if named:
+        return named[0]
+    return metas[0] if len(metas) == 1 else None
 
 
 def _recbole(path: Path) -> Layout:
