@@ -230,8 +230,9 @@ def evaluate(
     ks: list[int] | None = None,
     mask_history: bool | None = None,
     data: str | Path | None = None,
+    sampled_negatives: int | None = None,
 ) -> EvalResult:
-    """Evaluate a run's best model on a split of its dataset (full ranking)."""
+    """Evaluate a run's best model on a split of its dataset: full ranking, or against sampled negatives."""
     recommender = Recommender.load(run, data=data)
     config = recommender.config.eval
     return evaluate_model(
@@ -241,6 +242,7 @@ def evaluate(
         ks=ks or config.ks,
         mask_history=config.mask_history if mask_history is None else mask_history,
         batch_size=config.batch_size,
+        sampled_negatives=sampled_negatives,
     )
 
 

@@ -46,6 +46,9 @@ def test_train_evaluate_compare_recommend(prepared: Path, tmp_path: Path, capsys
     code, out, _ = run(["evaluate", str(sas), "--k", "5,10"], capsys)
     assert code == 0 and "ndcg@10" in out and "hr@5" in out
 
+    code, out, _ = run(["evaluate", str(sas), "--sampled-negatives", "20"], capsys)
+    assert code == 0 and "sampled_ndcg@10" in out
+
     code, out, _ = run(["compare", str(sas), str(pop)], capsys)
     assert code == 0 and "Δ" in out
 

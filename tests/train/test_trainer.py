@@ -81,3 +81,10 @@ def test_corrupt_checkpoint_is_a_clear_error(cyclic_dataset: Path, tmp_path: Pat
     run.model_file.write_bytes(b"not a checkpoint")
     with pytest.raises(RunError, match="corrupt"):
         api.Recommender.load(tmp_path / "r")
+
+
+def test_a_run_refuses_another_preparation(cyclic_dataset: Path, make_prepared, tmp_path: Path) -> None:
+    api.train(cyclic_dataset, tmp_path / "r", model="pop", overrides=["train.epochs=1"])
+    other = make_prepared(tmp_path / "other", [[1, 2, 3, 4], [2, 3, 4, 5]], 5)
+    with pytest.raises(RunError, match="another dataset preparation"):
+        api.Recommender.load(tmp_path / "r", data=other)

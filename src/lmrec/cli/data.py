@@ -21,7 +21,8 @@ def prepare_command(
     source: Annotated[str, typer.Argument(help="A file, folder, database URL or dataset name (e.g. ml-100k).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the prepared dataset to.")],
     fmt: Annotated[
-        str | None, typer.Option("--format", help="csv|tsv|parquet|jsonl|movielens|recbole|amazon|sql (default: detected).")
+        str | None,
+        typer.Option("--format", help="csv|tsv|parquet|jsonl|movielens|recbole|amazon|sql (default: detected)."),
     ] = None,
     query: Annotated[str | None, typer.Option(help="SQL query to run when SOURCE is a database URL.")] = None,
     columns: Annotated[

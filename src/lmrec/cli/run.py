@@ -101,12 +101,15 @@ def evaluate(
     k: str = typer.Option("5,10,20", "--k", help="Cut-offs, comma-separated."),
     mask_history: bool = typer.Option(None, "--mask-history/--no-mask-history", help="Default: the run's."),
     data: Path = typer.Option(None, "--data", help="The prepared dataset, if it moved."),
+    sampled: int = typer.Option(
+        None, "--sampled-negatives", help="Rank against N sampled negatives instead (metrics named sampled_*)."
+    ),
 ) -> None:
     """Full-ranking metrics of a run with 95% bootstrap intervals."""
     from lmrec import api
     from lmrec.evaluate.tables import metrics_table
 
-    result = api.evaluate(run, split=split, ks=_ks(k), mask_history=mask_history, data=data)
+    result = api.evaluate(run, split=split, ks=_ks(k), mask_history=mask_history, data=data, sampled_negatives=sampled)
     console.print(metrics_table(result, title=f"{run} — {split} ({len(result)} targets)"))
 
 
