@@ -231,19 +231,57 @@ def evaluate(
     mask_history: bool | None = None,
     data: str | Path | None = None,
     sampled_negatives: int | None = None,
+    rerank: str | Path | None = None,
+    rerank_top: int = 20,
 ) -> EvalResult:
-    """Evaluate a run's best model on a split of its dataset: full ranking, or against sampled negatives."""
+    """Evaluate a run's best model on a split of its dataset: full ranking, or against sampled negatives.
+
+    With `rerank` (a behaviour-classifier run on the same prepared dataset), each target's first-stage
+    top `rerank_top` is re-ordered by the classifier's probability before the metrics are computed.
+    """
     recommender = Recommender.load(run, data=data)
     config = recommender.config.eval
-    return evaluate_model(
+    ks = ks or config.ks
+    result = evaluate_model(
         recommender.model,
         recommender.dataset,
         split,
-        ks=ks or config.ks,
+        ks=sorted({*ks, rerank_top}) if rerank else ks,
         mask_history=config.mask_history if mask_history is None else mask_history,
         batch_size=config.batch_size,
         sampled_negatives=sampled_negatives,
     )
+    if rerank is None:
+        return result
+    from lmrec.evaluate.rerank import rerank_result
+
+    classifier = load_reranker(rerank, recommender.dataset)
+    histories, rows = classifier_histories(classifier, recommender.dataset, result.users, result.positions)
+    from lmrec.classify import rerank as reorder
+
+    reordered, _ = reorder(classifier, result.users, histories, result.topk[:, :rerank_top], rows)
+    return rerank_result(result, reordered)
+
+
+def load_reranker(run: str | Path, dataset: PreparedDataset):
+    """A behaviour-classifier run trained on exactly this prepared dataset (its item ids must match)."""
+    from lmrec.classify import load_run
+
+    classifier = load_run(run)
+    if classifier.dataset.fingerprint != dataset.fingerprint:
+        raise RunError(
+            f"the classifier {run} was trained on another dataset preparation; train it on the same prepared "
+            "dataset as the recommender (lmrec classify train DATA ...)."
+        )
+    return classifier
+
+
+def classifier_histories(classifier, dataset: PreparedDataset, users: np.ndarray, positions: np.ndarray):
+    """Right-aligned item histories and event rows of the classifier's history length before each target."""
+    from lmrec.classify import history_rows
+
+    rows = history_rows(dataset, users, positions, classifier.config.history)
+    return np.where(rows >= 0, dataset.items[np.clip(rows, 0, None)], 0), rows
 
 
 @dataclass
@@ -254,6 +292,7 @@ class Recommendation:
     score: float
     title: str
     because: list[tuple[str, float]] | None = None
+    probability: float | None = None  # of the behaviour, when a classifier re-ranked the list
 
 
 class Recommender:
@@ -292,8 +331,11 @@ class Recommender:
         k: int = 10,
         exclude_seen: bool = EXCLUDE_SEEN_DEFAULT,
         explain: bool = False,
+        reranker: Any = None,
+        rerank_top: int = 20,
+        user: int = -1,
     ) -> list[Recommendation]:
-        """Top-k items after a sequence of item indices."""
+        """Top-k items after a sequence of item indices, optionally re-ranked by a behaviour classifier."""
         window = history[-self.model.max_len :]
         tensor = torch.as_tensor(window, dtype=torch.long)[None]
         lengths = torch.tensor([len(window)])
@@ -301,24 +343,55 @@ class Recommender:
             scores = self.model.score_all(tensor, lengths)[0]
             if exclude_seen and len(history):
                 scores[torch.as_tensor(history, dtype=torch.long)] = float("-inf")
-            k = min(k, int(torch.isfinite(scores).sum()))
-            top = torch.topk(scores, k)
-            because = self._explain(tensor, lengths, top.indices[None]) if explain else None
+            finite = int(torch.isfinite(scores).sum())
+            top = torch.topk(scores, min(max(k, rerank_top) if reranker else k, finite))
+        items, values = top.indices.numpy(), top.values.numpy()
+        probabilities = None
+        if reranker is not None:
+            items, probabilities = self._rerank(reranker, history, items, user)
+            values = scores.numpy()[items]
+        items, values = items[:k], values[:k]
+        because = self._explain(tensor, lengths, torch.as_tensor(items)[None]) if explain else None
         return [
             Recommendation(
                 item_id=str(self.dataset.item_ids[int(item)]),
                 score=float(score),
                 title=self.dataset.item_title(int(item)),
                 because=because[j] if because is not None else None,
+                probability=float(probabilities[j]) if probabilities is not None else None,
             )
-            for j, (item, score) in enumerate(zip(top.indices, top.values, strict=True))
+            for j, (item, score) in enumerate(zip(items, values, strict=True))
         ]
 
+    def _rerank(self, reranker: Any, history: np.ndarray, items: np.ndarray, user: int):
+        from lmrec.classify import rerank
+
+        size = reranker.config.history
+        recent = np.zeros((1, size), dtype=np.int64)
+        tail = history[-size:]
+        recent[0, size - len(tail) :] = tail
+        reordered, probabilities = rerank(reranker, np.array([user]), recent, items[None])
+        return reordered[0], probabilities[0]
+
     def recommend(
-        self, user_id: str, k: int = 10, exclude_seen: bool = EXCLUDE_SEEN_DEFAULT, explain: bool = False
+        self,
+        user_id: str,
+        k: int = 10,
+        exclude_seen: bool = EXCLUDE_SEEN_DEFAULT,
+        explain: bool = False,
+        reranker: Any = None,
+        rerank_top: int = 20,
     ) -> list[Recommendation]:
-        """Top-k items for a known user from their whole history."""
-        return self.recommend_history(self.history(user_id), k=k, exclude_seen=exclude_seen, explain=explain)
+        """Top-k items for a known user from their whole history (re-ranked when a classifier is given)."""
+        return self.recommend_history(
+            self.history(user_id),
+            k=k,
+            exclude_seen=exclude_seen,
+            explain=explain,
+            reranker=reranker,
+            rerank_top=rerank_top,
+            user=self.dataset.user_index[str(user_id)],
+        )
 
     def title_of(self, item_id: str) -> str:
         """The title of an item given its original id."""

@@ -104,6 +104,8 @@ def evaluate(
     sampled: int = typer.Option(
         None, "--sampled-negatives", help="Rank against N sampled negatives instead (metrics named sampled_*)."
     ),
+    rerank: Path = typer.Option(None, "--rerank", help="A behaviour-classifier run that re-orders the top."),
+    rerank_top: int = typer.Option(20, "--rerank-top", min=1, help="How many first-stage items to re-order."),
 ) -> None:
     """Full-ranking metrics of a run with 95% bootstrap intervals."""
     from lmrec import api
@@ -138,6 +140,8 @@ def recommend(
     exclude_seen: bool = typer.Option(EXCLUDE_SEEN_DEFAULT, "--exclude-seen/--include-seen"),
     out: Path = typer.Option(None, "--out", help="Parquet file for --all-users."),
     data: Path = typer.Option(None, "--data", help="The prepared dataset, if it moved."),
+    rerank: Path = typer.Option(None, "--rerank", help="A behaviour-classifier run that re-orders the top."),
+    rerank_top: int = typer.Option(20, "--rerank-top", min=1, help="How many first-stage items to re-order."),
 ) -> None:
     """Top-k items for a user (original ids, with titles), or for all users into a Parquet file."""
     from lmrec import api
@@ -154,14 +158,19 @@ def recommend(
         raise LmrecError("give a user with --user ID, or --all-users --out FILE.")
     if explain and recommender.model.explain_method == "none":
         raise LmrecError(f"model {recommender.model.name} cannot explain its recommendations; drop --explain.")
-    recs = recommender.recommend(user, k=k, exclude_seen=exclude_seen, explain=explain)
+    reranker = api.load_reranker(rerank, recommender.dataset) if rerank else None
+    recs = recommender.recommend(
+        user, k=k, exclude_seen=exclude_seen, explain=explain, reranker=reranker, rerank_top=rerank_top
+    )
     table = Table(title=f"top {k} for user {user} ({RunDir(run).info()['model']})")
-    for column in ("#", "item", "title", "score"):
-        table.add_column(column, justify="right" if column in ("#", "score") else "left")
+    columns = ("#", "item", "title", "score", *(("p(behaviour)",) if reranker else ()))
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("item", "title") else "right")
     if explain:
         table.add_column(f"because of ({recommender.model.explain_method})")
     for rank, rec in enumerate(recs, 1):
         cells = [str(rank), rec.item_id, rec.title, f"{rec.score:.3f}"]
+        cells += [f"{rec.probability:.3f}"] if reranker else []
         if explain:
             cells.append(", ".join(f"{recommender.title_of(i)} ({w:.2f})" for i, w in rec.because or []))
         table.add_row(*cells)
