@@ -105,13 +105,14 @@ def dataset(tmp_path: Path) -> PreparedDataset:
 def test_histories_are_right_aligned_and_truncated(dataset: PreparedDataset) -> None:
     evaluator = Evaluator(dataset, "test", ks=[1])
     history, lengths = evaluator.histories(slice(0, 3), 4)
-    np.testing.assert_array_equal(history, [[0, 1, 2, 3], [0, 0, 5, 1], [0, 0, 2, 3]])
+    # as wide as the longest history of the batch (3), not max_len (4): leading padding carries nothing
+    np.testing.assert_array_equal(history, [[1, 2, 3], [0, 5, 1], [0, 2, 3]])
     np.testing.assert_array_equal(lengths, [3, 2, 2])
     history, lengths = evaluator.histories(slice(0, 3), 2)
     np.testing.assert_array_equal(history, [[2, 3], [5, 1], [2, 3]])
     np.testing.assert_array_equal(lengths, [2, 2, 2])
     valid, valid_lengths = Evaluator(dataset, "valid", ks=[1]).histories(slice(0, 2), 3)
-    np.testing.assert_array_equal(valid, [[0, 1, 2], [0, 0, 5]])
+    np.testing.assert_array_equal(valid, [[1, 2], [0, 5]])
     np.testing.assert_array_equal(valid_lengths, [2, 1])
 
 

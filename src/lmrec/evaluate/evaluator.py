@@ -205,9 +205,12 @@ class Evaluator:
         return [slice(i, min(i + self.batch_size, n)) for i in range(0, n, self.batch_size)]
 
     def histories(self, rows: slice, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-        """Right-aligned, zero-padded `[b, max_len]` histories of the targets in `rows`, and their lengths."""
+        """Right-aligned, zero-padded `[b, width]` histories of the targets in `rows`, and their lengths.
+
+        `width` is `max_len`, or the longest history of the batch when that is shorter (never all padding).
+        """
         pos = self.targets.pos[rows]
-        steps = np.arange(-max_len, 0)
+        steps = np.arange(-max(1, min(max_len, int(pos.max(initial=1)))), 0)
         index = (self._starts[rows] + pos)[:, None] + steps
         present = steps >= -pos[:, None]
         return np.where(present, self.dataset.items[np.maximum(index, 0)], 0), np.minimum(pos, max_len)

@@ -47,14 +47,16 @@ class WindowSet:
     def __len__(self) -> int:
         return int(self.users.shape[0])
 
-    def batches(self, batch_size: int, rng: np.random.Generator):
-        """Yield shuffled right-aligned `Batch`es covering every window once."""
-        order = rng.permutation(len(self))
-        width = self.max_len + 1
-        cols = np.arange(width)
-        for lo in range(0, len(order), batch_size):
-            idx = order[lo : lo + batch_size]
+    def batches(self, batch_size: int, rng: np.random.Generator, bucket: int = 32):
+        """Yield shuffled right-aligned `Batch`es covering every window once.
+
+        Windows are grouped with others of similar length (within pools of `bucket` batches) and each batch
+        is only as wide as its longest window, so short sequences do not pay for a long `max_len`.
+        """
+        for idx in self._batch_indices(batch_size, rng, bucket):
             start, end, fresh_from = self.start[idx], self.end[idx], self.fresh_from[idx]
+            width = int((end - start).max())
+            cols = np.arange(width)
             # Column c of a row holds event end - width + c; columns before `start` are padding.
             pos = end[:, None] - width + cols[None, :]
             real = pos >= start[:, None]
@@ -65,3 +67,14 @@ class WindowSet:
                 fresh=torch.from_numpy(fresh),
                 users=torch.from_numpy(self.users[idx].astype(np.int64)),
             )
+
+    def _batch_indices(self, batch_size: int, rng: np.random.Generator, bucket: int) -> list[np.ndarray]:
+        order = rng.permutation(len(self))
+        lengths = self.end - self.start
+        batches = []
+        pool = batch_size * bucket
+        for lo in range(0, len(order), pool):
+            chunk = order[lo : lo + pool]
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+            batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
