@@ -28,6 +28,9 @@ def _register_groups() -> None:
     from lmrec.cli import classify
 
     app.add_typer(classify.app, name="classify", help="Predict a behaviour (like, click, purchase) per user and item.")
+    from lmrec.cli import serve
+
+    serve.register(app)  # `lmrec serve` and the `lmrec registry` group
 
 
 def main(argv: list[str] | None = None) -> None:

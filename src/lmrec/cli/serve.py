@@ -1,0 +1,150 @@
+"""`lmrec serve` and `lmrec registry`: parsing only; the work is in `lmrec.serve` and `lmrec.registry.versions`.
+
+FastAPI, uvicorn and torch are imported inside the commands so that `lmrec --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lmrec.errors import LmrecError
+
+console = Console(soft_wrap=True)
+registry_app = typer.Typer(no_args_is_help=True, help="Numbered model versions: add, promote, roll back, list.")
+
+RegistryOption = typer.Option(None, "--registry", help="Registry directory (default $LMREC_REGISTRY or ./registry).")
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def serve(
+    source: Path = typer.Argument(..., help="A run directory, or a registry directory (serves its promoted version)."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port", min=0, max=65535),
+    store: str = typer.Option(None, "--store", help="Event store URL (default sqlite:///SOURCE/events.sqlite)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (1 serves in this process)."),
+    api_keys_file: Path = typer.Option(None, "--api-keys-file", help="API keys, one per line (also $LMREC_API_KEYS)."),
+    public_reads: bool = typer.Option(False, "--public-reads", help="Reads need no API key (writes still do)."),
+    classifier: Path = typer.Option(None, "--classifier", help="A behaviour classifier run for /v1/predict."),
+    poll: float = typer.Option(2.0, "--poll", help="Seconds between checks for a new promoted version (0: never)."),
+    history_ttl: float = typer.Option(
+        None, "--history-ttl", help="Seconds a cached history lives (default: forever with one SQLite writer, else 2)."
+    ),
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """Serve recommendations over HTTP (FastAPI under uvicorn) with a durable event store."""
+    import uvicorn
+
+    from lmrec.serve.auth import load_keys
+
+    keys = load_keys(api_keys_file)
+    if not keys and not _loopback(host):
+        raise LmrecError(
+            f"refusing to serve on {host} without API keys; set LMREC_API_KEYS or --api-keys-file "
+            "(an open service is allowed on 127.0.0.1 only)."
+        )
+    shared = workers > 1 or (store is not None and not store.startswith("sqlite"))
+    ttl = history_ttl if history_ttl is not None else (2.0 if shared else None)
+    settings = {
+        "source": str(source),
+        "store_url": store,
+        "public_reads": public_reads,
+        "classifier": str(classifier) if classifier else None,
+        "poll_interval": poll,
+        "history_ttl": ttl,
+    }
+    options = {"host": host, "port": port, "log_level": log_level, "access_log": False}
+    if workers > 1:
+        from lmrec.serve.app import CONFIG_ENV
+
+        keys_file = str(api_keys_file) if api_keys_file else None
+        os.environ[CONFIG_ENV] = json.dumps({**settings, "api_keys_file": keys_file})
+        uvicorn.run("lmrec.serve.app:app_from_env", factory=True, workers=workers, **options)
+        return
+    from lmrec.serve.app import create_app
+    from lmrec.serve.service import ServiceConfig
+
+    config = ServiceConfig(
+        source=source,
+        store_url=store,
+        api_keys=keys,
+        public_reads=public_reads,
+        classifier=classifier,
+        poll_interval=poll,
+        history_ttl=ttl,
+    )
+    uvicorn.Server(uvicorn.Config(create_app(config), **options)).run()
+
+
+@registry_app.command("add")
+def registry_add(
+    run: Path = typer.Argument(..., help="A finished run directory."),
+    registry: Path = RegistryOption,
+    promote: bool = typer.Option(False, "--promote", help="Also promote the new version."),
+) -> None:
+    """Register a run as the next numbered version (a copy of its model, config and metrics)."""
+    from lmrec.registry.versions import ModelRegistry
+
+    version = ModelRegistry(registry).add(run, promote=promote)
+    console.print(f"added version {version.version} ({version.model}, data {version.fingerprint[:12]})"
+                  + (" and promoted it" if promote else ""))  # fmt: skip
+
+
+@registry_app.command("promote")
+def registry_promote(
+    version: int = typer.Argument(..., help="Version number."), registry: Path = RegistryOption
+) -> None:
+    """Serve this version (services on the registry switch within a few seconds)."""
+    from lmrec.registry.versions import ModelRegistry
+
+    ModelRegistry(registry).promote(version)
+    console.print(f"promoted version {version}")
+
+
+@registry_app.command("rollback")
+def registry_rollback(registry: Path = RegistryOption) -> None:
+    """Serve again the version promoted before the current one."""
+    from lmrec.registry.versions import ModelRegistry
+
+    version = ModelRegistry(registry).rollback()
+    console.print(f"rolled back to version {version.version}")
+
+
+@registry_app.command("list")
+def registry_list(registry: Path = RegistryOption) -> None:
+    """Every version with its model, data hash and test metrics; the promoted one is marked."""
+    from lmrec.registry.versions import ModelRegistry
+
+    reg = ModelRegistry(registry)
+    versions = reg.versions()
+    if not versions:
+        console.print(f"registry {reg.root} has no versions yet; add one with `lmrec registry add RUN`.")
+        return
+    promoted = reg.promoted()
+    keys = [k for k in ("ndcg@10", "hr@10") if k in versions[-1].metrics.get("test", {})]
+    table = Table(title=f"registry {reg.root}")
+    for column in ("version", "", "model", "data hash", *(f"test {k}" for k in keys), "source"):
+        table.add_column(column)
+    for v in versions:
+        marker = "promoted" if promoted is not None and v.version == promoted.version else ""
+        scores = [f"{v.metrics.get('test', {}).get(k, float('nan')):.4f}" for k in keys]
+        table.add_row(str(v.version), marker, v.model, v.fingerprint[:12], *scores, v.source)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach `serve` and the `registry` group to the main app."""
+    app.command()(serve)
+    app.add_typer(registry_app, name="registry")

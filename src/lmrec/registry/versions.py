@@ -1,0 +1,190 @@
+"""Numbered model versions in a registry directory: add a run, promote a version, roll back.
+
+Layout: `index.json` (every version with its metrics and data hash, the promoted version, the promotion
+stack and a log of actions) and `versions/<n>/` (a copy of the run's config, run.json, metrics.json and
+best model, so that retraining the source run cannot change a registered version). The index is
+rewritten atomically under a file lock; a service watches its modification time to switch versions.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lmrec.atomic import atomic_write_json
+from lmrec.errors import RunError
+from lmrec.registry.run import RunDir
+
+INDEX = "index.json"
+FORMAT = 1
+REGISTRY_ENV = "LMREC_REGISTRY"
+_COPIED = ("config.yaml", "run.json", "metrics.json", "model/model.pt")
+
+
+def default_registry() -> Path:
+    """`$LMREC_REGISTRY`, else ./registry."""
+    return Path(os.environ.get(REGISTRY_ENV) or "registry")
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered version: its number, folder, source run, model, data hash and metrics."""
+
+    version: int
+    path: Path
+    source: str
+    model: str
+    dataset: str
+    fingerprint: str
+    metrics: dict[str, Any]
+    added_at: float
+
+
+class ModelRegistry:
+    """A registry directory of numbered model versions."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_registry()
+
+    @property
+    def index_file(self) -> Path:
+        """The registry's index (its mtime changes whenever a version is added, promoted or rolled back)."""
+        return self.root / INDEX
+
+    @staticmethod
+    def is_registry(path: str | Path) -> bool:
+        """Whether `path` is a registry directory (it has an index.json)."""
+        return (Path(path) / INDEX).is_file()
+
+    def versions(self) -> list[ModelVersion]:
+        """Every registered version, oldest first."""
+        return [self._version(entry) for entry in self._read()["versions"]]
+
+    def get(self, version: int) -> ModelVersion:
+        """One version by number."""
+        for entry in self._read()["versions"]:
+            if entry["version"] == version:
+                return self._version(entry)
+        raise RunError(f"version {version} is not in registry {self.root}; see `lmrec registry list`.")
+
+    def promoted(self) -> ModelVersion | None:
+        """The version a service should serve, if any was promoted."""
+        index = self._read()
+        return self.get(index["promoted"]) if index["promoted"] is not None else None
+
+    def add(self, run: str | Path, promote: bool = False) -> ModelVersion:
+        """Copy a finished run in as the next version (and promote it when asked)."""
+        rundir = RunDir(run)
+        info = rundir.info()
+        metrics = rundir.metrics()
+        if not rundir.model_file.is_file():
+            raise RunError(f"run {rundir.path} has no model/model.pt; it did not finish training.")
+        with self._locked() as index:
+            number = max((v["version"] for v in index["versions"]), default=0) + 1
+            target = self.root / "versions" / str(number)
+            staging = self.root / "versions" / f".{number}.staging"
+            shutil.rmtree(staging, ignore_errors=True)
+            for name in _COPIED:
+                source = rundir.path / name
+                if source.is_file():
+                    (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(source, staging / name)
+            _fsync_tree(staging)
+            shutil.rmtree(target, ignore_errors=True)  # left over by an add that died before writing the index
+            os.replace(staging, target)
+            entry = {
+                "version": number,
+                "path": f"versions/{number}",
+                "source": str(rundir.path.resolve()),
+                "model": info.get("model", ""),
+                "dataset": info.get("dataset", ""),
+                "fingerprint": info.get("fingerprint", ""),
+                "metrics": {k: metrics[k] for k in ("valid", "test") if k in metrics},
+                "added_at": time.time(),
+            }
+            index["versions"].append(entry)
+            _log(index, "add", number)
+            if promote:
+                self._promote(index, number)
+        return self._version(entry)
+
+    def promote(self, version: int) -> ModelVersion:
+        """Make `version` the served one."""
+        with self._locked() as index:
+            self._promote(index, version)
+        return self.get(version)
+
+    def rollback(self) -> ModelVersion:
+        """Serve again the version promoted before the current one."""
+        with self._locked() as index:
+            stack = index["stack"]
+            if len(stack) < 2:
+                raise RunError(f"nothing to roll back to in {self.root}: fewer than two promotions so far.")
+            stack.pop()
+            index["promoted"] = stack[-1]
+            _log(index, "rollback", stack[-1])
+        return self.get(stack[-1])
+
+    def _promote(self, index: dict[str, Any], version: int) -> None:
+        if not any(v["version"] == version for v in index["versions"]):
+            raise RunError(f"version {version} is not in registry {self.root}; see `lmrec registry list`.")
+        index["promoted"] = version
+        if index["stack"][-1:] != [version]:
+            index["stack"].append(version)
+        _log(index, "promote", version)
+
+    def _version(self, entry: dict[str, Any]) -> ModelVersion:
+        return ModelVersion(
+            version=int(entry["version"]),
+            path=self.root / entry["path"],
+            source=entry["source"],
+            model=entry["model"],
+            dataset=entry["dataset"],
+            fingerprint=entry["fingerprint"],
+            metrics=entry["metrics"],
+            added_at=float(entry["added_at"]),
+        )
+
+    def _read(self) -> dict[str, Any]:
+        if not self.index_file.is_file():
+            return {"format": FORMAT, "versions": [], "promoted": None, "stack": [], "log": []}
+        try:
+            index = json.loads(self.index_file.read_text())
+        except json.JSONDecodeError:
+            raise RunError(f"{self.index_file} is corrupt; restore it from a backup.") from None
+        if index.get("format") != FORMAT:
+            raise RunError(f"{self.index_file} has format {index.get('format')}; this lmrec reads {FORMAT}.")
+        return index
+
+    @contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        """The index under an exclusive file lock, written back atomically when the block succeeds."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                index = self._read()
+                yield index
+                atomic_write_json(self.index_file, index)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _log(index: dict[str, Any], action: str, version: int) -> None:
+    index["log"].append({"action": action, "version": version, "at": time.time()})
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file under `folder` to disk before it is renamed into place."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())

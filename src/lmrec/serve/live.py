@@ -1,0 +1,122 @@
+"""Live histories: each user's stored events, cached in memory (LRU) and updated as batches commit.
+
+A miss reads the user's events from the store once; after that, committed batches are merged into the
+cached entry (write-through), so a recommendation needs no database round trip. An entry that is still
+loading collects the events committed meanwhile and merges them by event id, so a load racing a write
+never caches a stale history. With several processes writing (workers, replicas), entries also expire
+after `ttl` seconds to pick up the others' writes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lmrec.serve.store import EventStore, StoredEvent
+
+DEFAULT_CAPACITY = 100_000
+MAX_EVENTS_PER_USER = 10_000
+
+
+def _key(event: StoredEvent) -> tuple[float, int]:
+    return (event.timestamp, event.id)
+
+
+@dataclass
+class UserEvents:
+    """One user's stored events in time order (ties by arrival), and a memo of their conversion."""
+
+    events: list[StoredEvent] = field(default_factory=list)
+    ready: bool = False
+    loaded_at: float = 0.0
+    pending: list[StoredEvent] = field(default_factory=list)
+    memo: tuple[Any, Any] | None = None
+
+    def converted(self, owner: Any, convert: Callable[[list[StoredEvent]], Any]) -> Any:
+        """`convert(events)`, remembered for `owner` (e.g. one loaded model version) until the events change."""
+        memo = self.memo
+        if memo is not None and memo[0] is owner:
+            return memo[1]
+        value = convert(self.events)
+        self.memo = (owner, value)
+        return value
+
+
+class LiveHistories:
+    """An LRU of users' stored events over an EventStore, kept current by `add` and `forget`."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        capacity: int = DEFAULT_CAPACITY,
+        ttl: float | None = None,
+        max_events: int = MAX_EVENTS_PER_USER,
+    ) -> None:
+        self.store = store
+        self.capacity = capacity
+        self.ttl = ttl
+        self.max_events = max_events
+        self._entries: OrderedDict[str, UserEvents] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, user_id: str) -> UserEvents:
+        """The user's stored events (the most recent `max_events`), from memory when cached."""
+        with self._lock:
+            entry = self._entries.get(user_id)
+            if entry is not None and entry.ready and not self._expired(entry):
+                self._entries.move_to_end(user_id)
+                return entry
+            entry = UserEvents()
+            self._entries[user_id] = entry
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+        rows = self.store.user_events(user_id, limit=self.max_events)
+        with self._lock:
+            seen = {e.id for e in rows}
+            events = rows + [e for e in entry.pending if e.id not in seen]
+            events.sort(key=_key)
+            entry.events = events[-self.max_events :]
+            entry.pending = []
+            entry.loaded_at = time.monotonic()
+            entry.ready = True
+        return entry
+
+    def add(self, events: Iterable[StoredEvent]) -> None:
+        """Merge committed events into the cached entries of their users (others load them when needed)."""
+        by_user: dict[str, list[StoredEvent]] = {}
+        for event in events:
+            by_user.setdefault(event.user_id, []).append(event)
+        with self._lock:
+            for user_id, new in by_user.items():
+                entry = self._entries.get(user_id)
+                if entry is None:
+                    continue
+                if not entry.ready:
+                    entry.pending.extend(new)
+                    continue
+                merged = list(entry.events)  # copy on write: readers may be converting the old list
+                for event in new:
+                    bisect.insort(merged, event, key=_key)
+                entry.events = merged[-self.max_events :]
+                entry.memo = None
+
+    def forget(self, user_id: str) -> None:
+        """Drop a user's entry after their events were erased (a load in flight is not cached either)."""
+        with self._lock:
+            self._entries.pop(user_id, None)
+
+    def clear(self) -> None:
+        """Drop every entry."""
+        with self._lock:
+            self._entries.clear()
+
+    def _expired(self, entry: UserEvents) -> bool:
+        return self.ttl is not None and time.monotonic() - entry.loaded_at > self.ttl

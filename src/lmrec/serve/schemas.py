@@ -1,0 +1,287 @@
+"""Typed request and response bodies of the HTTP service (they are also its OpenAPI documentation).
+
+JSON types are checked here (a string where a number belongs is a 422 for the whole request); what a
+well-typed event can still get wrong (an unparsable timestamp, an empty id) is judged per event by
+`check_event`, so that one bad event does not reject the batch it came in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+
+from lmrec.config import EXCLUDE_SEEN_DEFAULT
+from lmrec.errors import LmrecError
+
+MAX_BATCH = 1000
+MAX_ID_LENGTH = 256
+MAX_TYPE_LENGTH = 64
+MAX_TEXT_LENGTH = 10_000
+MAX_K = 1000
+MAX_LIST = 1000
+MAX_TIMESTAMP = 253_402_300_799.0  # 9999-12-31T23:59:59Z
+
+
+class InvalidInput(LmrecError):
+    """A well-typed request whose content cannot be used (answered with 422)."""
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def id_problem(value: str, what: str = "id", limit: int = MAX_ID_LENGTH) -> str | None:
+    """Why `value` cannot be stored as an id (empty, too long, control characters, not UTF-8), else None."""
+    if not value or not value.strip():
+        return f"{what} is empty"
+    if len(value) > limit:
+        return f"{what} is longer than {limit} characters"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return f"{what} contains control characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{what} is not valid UTF-8 (lone surrogate)"
+    return None
+
+
+def parse_timestamp(value: int | float | str) -> float:
+    """Epoch seconds from epoch seconds or an ISO-8601 string (naive times are UTC); ValueError otherwise."""
+    if isinstance(value, str):
+        try:
+            text = value.strip()
+            parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+        except ValueError:
+            raise ValueError(f"timestamp {value[:40]!r} is neither epoch seconds nor ISO-8601") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        seconds = parsed.timestamp()
+    elif isinstance(value, int) and not 0 <= value <= MAX_TIMESTAMP:
+        raise ValueError("timestamp is outside 1970..9999 in epoch seconds")
+    else:
+        seconds = float(value)
+    if not (math.isfinite(seconds) and 0 <= seconds <= MAX_TIMESTAMP):
+        raise ValueError("timestamp is outside 1970..9999 in epoch seconds")
+    return seconds
+
+
+class EventIn(_Body):
+    """One behaviour event in original ids."""
+
+    user_id: StrictStr = Field(description=f"original user id (1..{MAX_ID_LENGTH} characters)", examples=["196"])
+    item_id: StrictStr = Field(description=f"original item id (1..{MAX_ID_LENGTH} characters)", examples=["242"])
+    type: StrictStr = Field(description=f"event type: view, click, rating… (≤ {MAX_TYPE_LENGTH})", examples=["view"])
+    timestamp: StrictInt | StrictFloat | StrictStr = Field(
+        description="epoch seconds, or an ISO-8601 string (UTC when it has no offset)",
+        examples=[1700000000, "2024-05-01T12:00:00Z"],
+    )
+    value: StrictFloat | StrictInt | None = Field(None, description="optional value such as a rating")
+
+
+@dataclass(frozen=True)
+class CleanEvent:
+    """An accepted event, ready to store."""
+
+    user_id: str
+    item_id: str
+    type: str
+    timestamp: float
+    value: float | None
+
+
+def check_event(event: EventIn) -> CleanEvent | str:
+    """The cleaned event, or the reason it is rejected."""
+    for value, what, limit in (
+        (event.user_id, "user_id", MAX_ID_LENGTH),
+        (event.item_id, "item_id", MAX_ID_LENGTH),
+        (event.type, "type", MAX_TYPE_LENGTH),
+    ):
+        problem = id_problem(value, what, limit)
+        if problem:
+            return problem
+    try:
+        timestamp = parse_timestamp(event.timestamp)
+    except ValueError as exc:
+        return str(exc)
+    try:
+        value = None if event.value is None else float(event.value)
+    except OverflowError:
+        return "value is out of range"
+    if value is not None and not math.isfinite(value):
+        return "value is out of range"
+    return CleanEvent(event.user_id, event.item_id, event.type, timestamp, value)
+
+
+class EventBatch(_Body):
+    """A batch of events; a retried batch with the same `Idempotency-Key` header is stored once."""
+
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class Rejection(BaseModel):
+    """Why one event of a batch was not stored."""
+
+    index: int = Field(description="position of the event in the batch (0-based)")
+    reason: str
+
+
+class EventsAccepted(BaseModel):
+    """Outcome of a batch: every accepted event is committed before this reply is sent."""
+
+    accepted: int
+    rejected: list[Rejection]
+    unknown_items: int = Field(description="accepted events whose item is not in the model's catalogue")
+    replayed: bool = Field(False, description="true when this reply repeats an earlier batch with the same key")
+
+
+class Influence(BaseModel):
+    """A past event and how much it drove a recommendation."""
+
+    item_id: str
+    weight: float
+
+
+class RecommendedItem(BaseModel):
+    """One recommended item."""
+
+    item_id: str
+    title: str
+    score: float
+    because: list[Influence] | None = Field(None, description="with explain=true: the most influential past items")
+
+
+class Recommendations(BaseModel):
+    """Top-k items after a user's (or a session's) live history."""
+
+    user_id: str | None
+    model_version: str
+    fallback: Literal["popularity"] | None = Field(
+        None, description="'popularity' when there was no usable history (unknown user or only unknown items)"
+    )
+    history_length: int = Field(description="known items in the history the model read")
+    unknown_items: int = Field(description="events of the history whose item the model does not know (skipped)")
+    skipped_candidates: list[str] = Field(default_factory=list, description="candidate ids not in the catalogue")
+    items: list[RecommendedItem]
+
+
+class SessionRequest(_Body):
+    """An anonymous session: its item ids in time order, oldest first."""
+
+    item_ids: list[StrictStr] = Field(default_factory=list, max_length=MAX_LIST)
+    k: int = Field(10, ge=1, le=MAX_K)
+    exclude_seen: bool = EXCLUDE_SEEN_DEFAULT
+    explain: bool = False
+    exclude: list[StrictStr] = Field(default_factory=list, max_length=MAX_LIST)
+    candidates: list[StrictStr] | None = Field(None, max_length=MAX_LIST)
+
+
+class PredictRequest(_Body):
+    """A user and candidate items for the behaviour classifier."""
+
+    user_id: StrictStr
+    item_ids: list[StrictStr] = Field(min_length=1, max_length=100)
+
+
+class Prediction(BaseModel):
+    """The probability of the behaviour for one item."""
+
+    item_id: str
+    title: str
+    probability: float
+    seen: bool
+
+
+class Predictions(BaseModel):
+    """The classifier's probabilities for a user."""
+
+    user_id: str
+    label: str
+    predictions: list[Prediction]
+
+
+class SimilarItem(BaseModel):
+    """An item and its cosine similarity to the query item."""
+
+    item_id: str
+    title: str
+    score: float
+
+
+class SimilarItems(BaseModel):
+    """Nearest items by cosine over the model's output item embeddings."""
+
+    item_id: str
+    model_version: str
+    items: list[SimilarItem]
+
+
+class HistoryEvent(BaseModel):
+    """One event of a user's history."""
+
+    item_id: str
+    type: str | None
+    timestamp: float
+    value: float | None
+    source: Literal["dataset", "stored"] = Field(description="training data, or posted to this service")
+
+
+class History(BaseModel):
+    """A user's most recent events (at most 1,000), oldest first."""
+
+    user_id: str
+    events: list[HistoryEvent]
+    truncated: bool = Field(description="true when older events were left out")
+
+
+class Erased(BaseModel):
+    """Outcome of erasing a user's stored events."""
+
+    user_id: str
+    deleted: int
+
+
+class ItemIn(_Body):
+    """An item with its text (what a language model reads) and an optional display title."""
+
+    item_id: StrictStr
+    text: StrictStr = Field(min_length=1, max_length=MAX_TEXT_LENGTH)
+    title: StrictStr | None = Field(None, max_length=1000)
+
+
+class ItemBatch(_Body):
+    """Items to add or update."""
+
+    items: list[ItemIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class ItemsStored(BaseModel):
+    """Outcome of adding items: they are recommendable from the returned model version on."""
+
+    added: int
+    updated: int
+    model_version: str
+
+
+class Reloaded(BaseModel):
+    """The version served after a reload."""
+
+    model_version: str
+    changed: bool
+
+
+class Status(BaseModel):
+    """Liveness or readiness."""
+
+    status: Literal["ok", "unavailable"]
+    model_version: str | None = None
+    detail: str | None = None
+
+
+class Problem(BaseModel):
+    """An error reply: one sentence saying what was wrong."""
+
+    detail: str

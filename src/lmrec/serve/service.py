@@ -1,0 +1,339 @@
+"""The service without HTTP: the served model version, the event store, live histories and the operations
+the endpoints call. It loads models from a run or a registry and swaps versions without pausing requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lmrec.api import Recommender
+from lmrec.errors import LmrecError, RunError
+from lmrec.registry.run import RunDir
+from lmrec.registry.versions import ModelRegistry
+from lmrec.serve import schemas as s
+from lmrec.serve.engine import Engine, Ranked, Unsupported
+from lmrec.serve.live import DEFAULT_CAPACITY, LiveHistories
+from lmrec.serve.metrics import Metrics
+from lmrec.serve.retrieval import EXACT_LIMIT
+from lmrec.serve.store import EventStore, StoredItem
+
+log = logging.getLogger(__name__)
+
+HISTORY_LIMIT = 1000
+DEFAULT_MAX_BODY = 2 * 1024 * 1024
+
+
+class NotFound(LmrecError):
+    """A user or item the service does not know."""
+
+
+class NotConfigured(LmrecError):
+    """An endpoint needs something the service was not started with."""
+
+
+class BatchRejected(LmrecError):
+    """No event of a batch could be accepted."""
+
+    def __init__(self, rejected: list[s.Rejection]) -> None:
+        super().__init__("no event of the batch was accepted; see 'rejected' for the reason of each.")
+        self.rejected = rejected
+
+
+@dataclass
+class ServiceConfig:
+    """Everything `lmrec serve` configures."""
+
+    source: Path
+    store_url: str | None = None
+    api_keys: frozenset[str] = frozenset()
+    public_reads: bool = False
+    classifier: Path | None = None
+    poll_interval: float = 2.0
+    history_ttl: float | None = None
+    history_capacity: int = DEFAULT_CAPACITY
+    exact_limit: int = EXACT_LIMIT
+    max_body_bytes: int = DEFAULT_MAX_BODY
+
+
+class ModelSource:
+    """Where the served model comes from: one run directory, or the promoted version of a registry."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).resolve()
+        self.registry = ModelRegistry(self.path) if ModelRegistry.is_registry(self.path) else None
+        if self.registry is None:
+            RunDir(self.path).info()  # a clear error when it is neither
+
+    def resolve(self) -> tuple[str, Path]:
+        """(version label, run directory) to serve now."""
+        if self.registry is None:
+            return self.path.name, self.path
+        promoted = self.registry.promoted()
+        if promoted is None:
+            raise RunError(f"registry {self.path} has no promoted version; run `lmrec registry promote VERSION`.")
+        return str(promoted.version), promoted.path
+
+    def token(self) -> int:
+        """Changes whenever the source may serve something new (the registry index or the run's model file)."""
+        watched = self.registry.index_file if self.registry is not None else RunDir(self.path).model_file
+        return watched.stat().st_mtime_ns
+
+    def default_store_url(self) -> str:
+        """The embedded SQLite store beside the run or registry."""
+        return f"sqlite:///{self.path / 'events.sqlite'}"
+
+
+class Service:
+    """The state behind the HTTP endpoints; every method is safe to call from several threads."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.source = ModelSource(config.source)
+        self.store = EventStore(config.store_url or self.source.default_store_url())
+        self.histories = LiveHistories(self.store, capacity=config.history_capacity, ttl=config.history_ttl)
+        self.metrics.watch_histories(self.histories)
+        self._swap_lock = threading.Lock()
+        self._classifier_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.engine, self._token = self._load()
+        self.metrics.set_model(self.engine.version, self.engine.model_name)
+        self.classifier = self._load_classifier(config.classifier) if config.classifier else None
+
+    # -- versions ---------------------------------------------------------------------------------------
+
+    def _load(self, items: Sequence[StoredItem] | None = None) -> tuple[Engine, tuple[int, tuple[int, int], str]]:
+        """A fully loaded Engine for what the source serves now, with the store's added items."""
+        token = self.source.token()
+        revision = self.store.items_revision()
+        version, path = self.source.resolve()
+        stored = self.store.items() if items is None else list(items)
+        engine = Engine(Recommender.load(path), version, stored, exact_limit=self.config.exact_limit)
+        return engine, (token, revision, version)
+
+    def reload(self, force: bool = False) -> s.Reloaded:
+        """Load what the source serves now and swap it in, unless nothing changed (and not forced)."""
+        with self._swap_lock:
+            if not force and self._current_token() == self._token:
+                return s.Reloaded(model_version=self.engine.version, changed=False)
+            engine, token = self._load()
+            changed = engine.version != self.engine.version or token != self._token
+            self.engine, self._token = engine, token
+        self.metrics.set_model(engine.version, engine.model_name)
+        log.info("serving model version %s", engine.version)
+        return s.Reloaded(model_version=engine.version, changed=changed)
+
+    def _current_token(self) -> tuple[int, tuple[int, int], str]:
+        return self.source.token(), self.store.items_revision(), self.source.resolve()[0]
+
+    def start_watching(self) -> None:
+        """Poll the source and the store's items every `poll_interval` seconds and reload on change."""
+        if self._watcher is None and self.config.poll_interval > 0:
+            self._watcher = threading.Thread(target=self._watch, name="lmrec-reload", daemon=True)
+            self._watcher.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.config.poll_interval):
+            try:
+                self.reload()
+            except Exception:  # a broken new version must not stop the service; the old one keeps serving
+                log.exception("reload failed; still serving version %s", self.engine.version)
+
+    def close(self) -> None:
+        """Stop watching and close the store."""
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=10)
+        self.store.close()
+
+    # -- events -----------------------------------------------------------------------------------------
+
+    def post_events(self, batch: s.EventBatch, key: str | None, body_hash: str) -> s.EventsAccepted:
+        """Validate each event, commit the accepted ones (once per idempotency key), update live histories."""
+        accepted: list[s.CleanEvent] = []
+        rejected: list[s.Rejection] = []
+        for index, event in enumerate(batch.events):
+            checked = s.check_event(event)
+            if isinstance(checked, str):
+                rejected.append(s.Rejection(index=index, reason=checked))
+            else:
+                accepted.append(checked)
+        if not accepted:
+            self.metrics.events.labels("rejected").inc(len(rejected))
+            raise BatchRejected(rejected)
+        item_index = self.engine.item_index
+        reply = s.EventsAccepted(
+            accepted=len(accepted),
+            rejected=rejected,
+            unknown_items=sum(e.item_id not in item_index for e in accepted),
+        )
+        result = self.store.append(accepted, reply.model_dump(mode="json"), key, body_hash)
+        self.histories.add(result.events)
+        if result.replayed:
+            self.metrics.events.labels("replayed").inc(len(accepted))
+            return s.EventsAccepted(**{**result.response, "replayed": True})
+        self.metrics.events.labels("accepted").inc(reply.accepted)
+        self.metrics.events.labels("rejected").inc(len(rejected))
+        self.metrics.events.labels("unknown_item").inc(reply.unknown_items)
+        return reply
+
+    # -- recommendations --------------------------------------------------------------------------------
+
+    def recommend_user(
+        self,
+        user_id: str,
+        k: int,
+        exclude_seen: bool,
+        explain: bool,
+        exclude: Sequence[str] = (),
+        candidates: Sequence[str] | None = None,
+    ) -> s.Recommendations:
+        """Top-k for a user from their live sequence, or popularity when they have no usable history."""
+        engine = self.engine
+        entry = self.histories.get(user_id)
+        live = entry.converted(engine, lambda events: engine.live_sequence(user_id, events))
+        return self._recommend(engine, user_id, live.items, live.unknown, k, exclude_seen, explain, exclude, candidates)
+
+    def recommend_session(self, request: s.SessionRequest) -> s.Recommendations:
+        """Top-k for an anonymous session given its item ids."""
+        engine = self.engine
+        items, unknown = engine.indices(request.item_ids)
+        return self._recommend(
+            engine, None, items, len(unknown), request.k, request.exclude_seen, request.explain,
+            request.exclude, request.candidates,
+        )  # fmt: skip
+
+    def _recommend(
+        self,
+        engine: Engine,
+        user_id: str | None,
+        history: np.ndarray,
+        unknown: int,
+        k: int,
+        exclude_seen: bool,
+        explain: bool,
+        exclude: Sequence[str],
+        candidates: Sequence[str] | None,
+    ) -> s.Recommendations:
+        blocked, _ = engine.indices(exclude)
+        chosen, skipped = engine.indices(candidates) if candidates is not None else (None, [])
+        if len(history):
+            ranked = engine.recommend(history, k, exclude_seen, explain, blocked, chosen)
+            fallback = None
+        else:
+            ranked = engine.popular(k, blocked, chosen)
+            fallback = "popularity"
+            self.metrics.fallbacks.inc()
+        return s.Recommendations(
+            user_id=user_id,
+            model_version=engine.version,
+            fallback=fallback,
+            history_length=len(history),
+            unknown_items=unknown,
+            skipped_candidates=skipped,
+            items=[self._item(engine, r, explain) for r in ranked],
+        )
+
+    @staticmethod
+    def _item(engine: Engine, ranked: Ranked, explain: bool) -> s.RecommendedItem:
+        because = None
+        if explain:
+            because = [s.Influence(item_id=i, weight=w) for i, w in ranked.because or []]
+        return s.RecommendedItem(
+            item_id=engine.item_ids[ranked.item], title=engine.title(ranked.item), score=ranked.score, because=because
+        )
+
+    def similar(self, item_id: str, k: int) -> s.SimilarItems:
+        """Items nearest to one item by cosine over the model's output item embeddings."""
+        engine = self.engine
+        item = engine.item_index.get(item_id)
+        if item is None:
+            raise NotFound(f"unknown item {item_id!r}: not in the catalogue of model version {engine.version}.")
+        items = [
+            s.SimilarItem(item_id=engine.item_ids[r.item], title=engine.title(r.item), score=r.score)
+            for r in engine.similar(item, k)
+        ]
+        return s.SimilarItems(item_id=item_id, model_version=engine.version, items=items)
+
+    # -- users ------------------------------------------------------------------------------------------
+
+    def history(self, user_id: str) -> s.History:
+        """The user's most recent events (training data, then stored), at most 1,000, oldest first."""
+        engine = self.engine
+        dataset = [
+            s.HistoryEvent(item_id=i, type=None, timestamp=t, value=None, source="dataset")
+            for i, t in engine.dataset_events(user_id)[-(HISTORY_LIMIT + 1) :]
+        ]
+        stored = [
+            s.HistoryEvent(item_id=e.item_id, type=e.type, timestamp=e.timestamp, value=e.value, source="stored")
+            for e in self.store.user_events(user_id, limit=HISTORY_LIMIT + 1)
+        ]
+        events = dataset + stored
+        if not events:
+            raise NotFound(f"unknown user {user_id!r}: no events in the training data or the store.")
+        return s.History(user_id=user_id, events=events[-HISTORY_LIMIT:], truncated=len(events) > HISTORY_LIMIT)
+
+    def erase(self, user_id: str) -> s.Erased:
+        """Delete the user's stored events; they stop influencing recommendations at once."""
+        deleted = self.store.delete_user(user_id)
+        self.histories.forget(user_id)
+        if not deleted and user_id not in self.engine.dataset.user_index:
+            raise NotFound(f"unknown user {user_id!r}: no stored events to erase.")
+        return s.Erased(user_id=user_id, deleted=deleted)
+
+    # -- items and classifier ---------------------------------------------------------------------------
+
+    def add_items(self, batch: s.ItemBatch) -> s.ItemsStored:
+        """Store items with text and serve a model version that can recommend them (lmrec models only)."""
+        if not self.engine.accepts_items:
+            raise Unsupported(
+                f"model {self.engine.model_name} scores items by learned ID embeddings only, so it cannot score "
+                "new items; serve an lmrec model (lmrec train --model lmrec) to add items by their text."
+            )
+        for item in batch.items:
+            problem = s.id_problem(item.item_id, "item_id") or s.id_problem(item.text, "text", s.MAX_TEXT_LENGTH)
+            if problem:
+                raise s.InvalidInput(problem)
+        latest = {item.item_id: StoredItem(item.item_id, item.text, item.title) for item in batch.items}
+        with self._swap_lock:
+            known = self.engine.item_index
+            merged = {i.item_id: i for i in self.store.items()} | latest
+            engine, token = self._load(sorted(merged.values(), key=lambda i: i.item_id))
+            self.store.upsert_items(list(latest.values()))
+            self.engine, self._token = engine, (token[0], self.store.items_revision(), token[2])
+        added = sum(item_id not in known for item_id in latest)
+        return s.ItemsStored(added=added, updated=len(latest) - added, model_version=engine.version)
+
+    @staticmethod
+    def _load_classifier(run: Path):
+        from lmrec.classify import load_run
+
+        return load_run(run)
+
+    def predict(self, request: s.PredictRequest) -> s.Predictions:
+        """Probabilities of the classifier's behaviour for a user and items."""
+        from lmrec.classify import predict_user
+        from lmrec.errors import DataError
+
+        if self.classifier is None:
+            raise NotConfigured("no behaviour classifier is configured; start the service with --classifier RUN.")
+        with self._classifier_lock:
+            try:
+                predictions = predict_user(self.classifier, request.user_id, request.item_ids)
+            except DataError as exc:
+                raise NotFound(str(exc)) from None
+        return s.Predictions(
+            user_id=request.user_id,
+            label=self.classifier.config.label,
+            predictions=[
+                s.Prediction(item_id=p.item_id, title=p.title, probability=p.probability, seen=p.seen)
+                for p in predictions
+            ],
+        )

@@ -1,0 +1,87 @@
+"""The model registry: numbered versions with metrics and data hash, promotion, rollback, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import lmrec
+from lmrec.cli import main
+from lmrec.errors import RunError
+from lmrec.registry.versions import ModelRegistry
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two finished runs (pop, instant to train) on a small synthetic log."""
+    root = tmp_path_factory.mktemp("registry")
+    main(["data", "synth", "--users", "40", "--items", "20", "--events", "600", "--out", str(root / "log.csv")])
+    main(["data", "prepare", str(root / "log.csv"), "--out", str(root / "d")])
+    for name in ("a", "b"):
+        lmrec.train(root / "d", root / name, model="pop", overrides=["eval.ks=[5,10]"])
+    return root / "a", root / "b"
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out + err
+
+
+def test_add_promote_rollback(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "reg")
+    assert registry.versions() == [] and registry.promoted() is None
+    first = registry.add(runs[0])
+    assert first.version == 1 and registry.promoted() is None
+    info = json.loads((runs[0] / "run.json").read_text())
+    assert first.fingerprint == info["fingerprint"] and first.model == "pop"
+    assert first.metrics["test"]["hr@10"] == json.loads((runs[0] / "metrics.json").read_text())["test"]["hr@10"]
+    assert (first.path / "model" / "model.pt").is_file() and (first.path / "run.json").is_file()
+    second = registry.add(runs[1], promote=True)
+    assert second.version == 2 and registry.promoted().version == 2
+    registry.promote(1)
+    registry.promote(1)  # promoting the served version again changes nothing
+    assert registry.promoted().version == 1
+    assert registry.rollback().version == 2
+    with pytest.raises(RunError, match="nothing to roll back"):
+        registry.rollback()
+    with pytest.raises(RunError, match="version 7 is not in registry"):
+        registry.promote(7)
+    index = json.loads(registry.index_file.read_text())
+    assert [e["action"] for e in index["log"]] == ["add", "add", "promote", "promote", "promote", "rollback"]
+    assert index["stack"] == [2]
+    assert not list((tmp_path / "reg" / "versions").glob(".*"))  # no staging folder left behind
+
+
+def test_unfinished_runs_and_corrupt_indexes_are_refused(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "reg")
+    with pytest.raises(RunError, match="not an lmrec run directory"):
+        registry.add(tmp_path)
+    registry.add(runs[0])
+    registry.index_file.write_text("{broken")
+    with pytest.raises(RunError, match="corrupt"):
+        registry.versions()
+
+
+def test_registry_cli(runs: tuple[Path, Path], tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("LMREC_REGISTRY", str(tmp_path / "env-reg"))
+    code, out = run_cli(["registry", "list"], capsys)
+    assert code == 0 and "no versions yet" in out
+    assert run_cli(["registry", "add", str(runs[0]), "--promote"], capsys)[0] == 0
+    code, out = run_cli(["registry", "add", str(runs[1])], capsys)
+    assert code == 0 and "added version 2" in out
+    code, out = run_cli(["registry", "promote", "2"], capsys)
+    assert code == 0 and "promoted version 2" in out
+    code, out = run_cli(["registry", "list"], capsys)
+    assert code == 0 and "promoted" in out and "hr@10" in out
+    code, out = run_cli(["registry", "rollback"], capsys)
+    assert code == 0 and "rolled back to version 1" in out
+    assert ModelRegistry(tmp_path / "env-reg").promoted().version == 1
+    code, out = run_cli(["registry", "promote", "9", "--registry", str(tmp_path / "env-reg")], capsys)
+    assert code == 1 and "version 9 is not in registry" in out

@@ -1,0 +1,70 @@
+"""New items by text with an lmrec model, and behaviour predictions with a classifier run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from serve_helpers import AUTH, TINY
+
+import lmrec
+from lmrec import classify
+
+
+@pytest.fixture(scope="module")
+def lmrec_run(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny lmrec (text-aware) run: items are encoded by the bundled sentence encoder."""
+    out = tmp_path_factory.mktemp("lmrec-run") / "lmrec"
+    lmrec.train(prepared, out, model="lmrec", overrides=[*TINY, "model.experts=2"])
+    return out
+
+
+def test_items_added_by_text_are_recommendable_at_once(
+    lmrec_run: Path, make_client: Callable[..., TestClient]
+) -> None:
+    client = make_client(source=lmrec_run)
+    dataset = client.app.state.service.engine.dataset
+    user = str(dataset.user_ids[0])
+    existing = str(dataset.item_ids[1])
+    body = {"items": [
+        {"item_id": "brand-new", "text": dataset.item_text[2] or "a new product", "title": "Brand new"},
+        {"item_id": existing, "text": "a rewritten description"},
+    ]}  # fmt: skip
+    reply = client.post("/v1/items", json=body, headers=AUTH)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["added"] == 1 and reply.json()["updated"] == 1
+    ranked = client.get(f"/v1/users/{user}/recommendations", params={"candidates": "brand-new", "k": 1},
+                        headers=AUTH).json()  # fmt: skip
+    assert [i["item_id"] for i in ranked["items"]] == ["brand-new"] and ranked["items"][0]["title"] == "Brand new"
+    similar = client.get("/v1/items/brand-new/similar", params={"k": 3}, headers=AUTH)
+    assert similar.status_code == 200 and len(similar.json()["items"]) == 3
+    full = client.get(f"/v1/users/{user}/recommendations", params={"k": dataset.n_items + 1, "exclude_seen": "false"},
+                      headers=AUTH).json()  # fmt: skip
+    assert "brand-new" in [i["item_id"] for i in full["items"]]
+    events = {"events": [{"user_id": user, "item_id": "brand-new", "type": "view", "timestamp": 1_900_000_000}]}
+    assert client.post("/v1/events", json=events, headers=AUTH).json()["unknown_items"] == 0
+
+    restarted = make_client(source=lmrec_run)  # the same store: added items are applied again on load
+    again = restarted.get("/v1/items/brand-new/similar", params={"k": 3}, headers=AUTH)
+    assert again.json()["items"] == similar.json()["items"]
+    bad = restarted.post("/v1/items", json={"items": [{"item_id": "", "text": "x"}]}, headers=AUTH)
+    assert bad.status_code == 422
+
+
+def test_predict_returns_the_classifier_probabilities(
+    classifier_run: Path, make_client: Callable[..., TestClient]
+) -> None:
+    client = make_client(classifier=classifier_run)
+    dataset = client.app.state.service.engine.dataset
+    user, items = str(dataset.user_ids[0]), [str(i) for i in dataset.item_ids[1:4]]
+    reply = client.post("/v1/predict", json={"user_id": user, "item_ids": items}, headers=AUTH)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    expected = classify.predict_user(classify.load_run(classifier_run), user, items)
+    assert body["label"] == "sampled" and [p["item_id"] for p in body["predictions"]] == items
+    assert [p["probability"] for p in body["predictions"]] == pytest.approx([p.probability for p in expected])
+    unknown = client.post("/v1/predict", json={"user_id": "nobody", "item_ids": items}, headers=AUTH)
+    assert unknown.status_code == 404 and "nobody" in unknown.json()["detail"]
+    assert client.post("/v1/predict", json={"user_id": user, "item_ids": []}, headers=AUTH).status_code == 422
