@@ -139,7 +139,7 @@ def paired(runs: dict[str, list[Path]], best: str) -> dict:
         # so treating (seed, user) pairs as independent would make the interval too narrow.
         deltas = pooled_deltas(pairs, "ndcg@10").reshape(len(pairs), -1).mean(axis=0)
         test = paired_test(deltas)
-        out[f"{best}_vs_{name}"] = {"delta_ndcg@10": test.mean, "delta_ndcg@10_ci95": [test.low, test.high]}
+        out[f"{best}_vs_{name}"] = {"delta_ndcg@10": test.delta, "delta_ndcg@10_ci95": [test.low, test.high]}
     return out
 
 
