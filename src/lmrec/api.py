@@ -435,7 +435,7 @@ class Recommender:
         return table.num_rows
 
     def _explain(self, history: torch.Tensor, lengths: torch.Tensor, items: torch.Tensor, top: int = 3):
-        weights = self.model.explain(history, lengths, items)[0]  # [K, L]
+        weights = self.model.explain(history, lengths, items)[0].detach()  # [K, L]
         out = []
         for row in weights:
             order = torch.argsort(row, descending=True)[:top]
