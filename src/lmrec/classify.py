@@ -6,18 +6,23 @@ the bias L2 strength), test = split 2. With `sampled` labels each logged event i
 `negatives` items the user never interacted with, drawn uniformly at the same moment. The history of an
 example is the user's events with strictly earlier timestamps (events at the same second are left out),
 most recent first, each rendered as its item text and the label-relevant value known at that time
-("Toy Story (1995) | Animation Children's Comedy — rating 5").
+("Toy Story (1995) | Animation Children's Comedy — rated 5, liked").
 
 Training has two stages (`train_classifier`):
-1. the bias terms (global, user, item) are an L2-regularised logistic regression fitted by full-batch
-   L-BFGS on all training examples (or only the subsample, `bias_examples="subsample"`), the L2
-   strength chosen by validation log-loss;
+1. the bias terms are an L2-regularised logistic regression on a global bias, user and item biases and
+   the user's past label rate (the share of positives among all their strictly earlier events, shrunk
+   towards the training rate: an online user bias, defined for users the training log never saw, who
+   are most test users of a temporal split), fitted by full-batch L-BFGS on all training examples (or
+   only the subsample, `bias_examples="subsample"`), the L2 strength chosen by validation log-loss;
 2. with the biases frozen, the cross-encoder (LoRA adapters or every weight, plus its head) learns the
    residual with binary cross-entropy on a seeded subsample of the training examples, under an epoch and
    time budget, keeping the state of lowest validation log-loss. The untrained state is the bias model
    itself, so an encoder that never helps on validation is not kept. Each example's user bias is
-   replaced by the fallback with probability `user_bias_dropout`, so that the encoder learns to read a
-   user's taste from the history text, as it must for users without training events.
+   replaced by the fallback with probability `user_bias_dropout` (default 1: always), so that the
+   encoder learns to read a user's taste from the history text as it must for users without training
+   events; the user bias of known users is added at prediction. On ML-100K's validation events 1.0 beat
+   0.5 and 0.0 (log-loss after 1,000 examples: 0.621 against 0.631 without the past rate; 0.5788 against
+   0.5808 with it).
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from lmrec import __version__
 from lmrec.atomic import atomic_write, atomic_write_json, atomic_write_text
 from lmrec.data.dataset import INTERACTIONS, TEST, TRAIN, VALID, PreparedDataset
 from lmrec.errors import ConfigError, DataError, RunError
-from lmrec.evaluate.metrics import classification_metrics, log_loss
+from lmrec.evaluate.metrics import classification_metrics, log_loss, roc_auc
 from lmrec.evaluate.stats import Interval
 from lmrec.models.cross_encoder import (
     HISTORY_JOIN,
@@ -59,8 +64,7 @@ log = logging.getLogger(__name__)
 MODEL_NAME = "cross_encoder"
 NO_HISTORY = "no earlier events"
 BIAS_L2_GRID = (1e-6, 1e-5, 1e-4, 1e-3)
-DEFAULT_BIAS_L2 = 1e-5
-DEFAULT_LR = {"lora": 5e-4, "full": 5e-5}
+DEFAULT_LR = {"lora": 1e-3, "full": 5e-5}
 METRICS = ("accuracy", "precision", "recall", "f1", "auc", "logloss")
 # Independent random streams, so that e.g. the test subsample does not depend on the training budget.
 STREAM_NEGATIVES, STREAM_TRAIN, STREAM_VALID, STREAM_TEST, STREAM_TORCH = 1, 2, 3, 4, 5
@@ -77,6 +81,7 @@ _OPERATORS = {
 }
 _TYPE_NAMES = ("type", "event_type")
 _VALUE_NAMES = ("value", "rating")
+_VERBS = {"rating": "rated"}
 _LABEL_HELP = (
     "use a comparison on the value column such as 'rating>=4', an event type such as 'type=purchase', or 'sampled'"
 )
@@ -93,10 +98,14 @@ class LabelSpec:
     threshold: float = 0.0
     event_type: str = ""
 
-    def note(self, value: float | None, event_type: str | None) -> str:
-        """How a history event shows its label-relevant value ("rating 5", "purchase"), or "" for none."""
-        if self.kind == "value" and value is not None and not math.isnan(value):
-            return f"{self.column} {value:g}"
+    def note(self, value: float, event_type: str | None, positive: bool, words: tuple[str, str]) -> str:
+        """How a history event shows its label-relevant value: "rated 5, liked", "purchase", or "" for none.
+
+        A value is followed by the word of its own label (`words` = positive, negative word): a frozen
+        sentence encoder separates "liked" from "disliked" far better than "5" from "2".
+        """
+        if self.kind == "value" and not math.isnan(value):
+            return f"{_VERBS.get(self.column, self.column)} {value:g}, {words[0] if positive else words[1]}"
         if self.kind == "type" and event_type:
             return event_type
         return ""
@@ -116,7 +125,7 @@ def parse_label(text: str) -> LabelSpec:
             raise ConfigError(f"label {text!r} is not understood; event types are matched as 'type=purchase'.")
         return LabelSpec(text=spec, kind="type", column="event_type", op="==", event_type=operand)
     if op == "=":
-        raise ConfigError(f"label {text!r} is not understood; compare values with '==', e.g. '{column}=={operand}'.")
+        raise ConfigError(f"label {text!r} is not understood; compare values with '==', as in '{column}=={operand}'.")
     try:
         threshold = float(operand)
     except ValueError:
@@ -190,7 +199,7 @@ def check_label(spec: LabelSpec, events: EventLog) -> None:
         if spec.column not in names:
             raise ConfigError(
                 f"label {spec.text!r} compares {spec.column!r}, which is not this dataset's value column "
-                f"({events.value_name!r}); write e.g. '{events.value_name}{spec.op}{spec.threshold:g}'."
+                f"({events.value_name!r}); write it as '{events.value_name}{spec.op}{spec.threshold:g}'."
             )
     if spec.kind == "type" and events.types is None:
         raise DataError(
@@ -209,11 +218,14 @@ def event_labels(spec: LabelSpec, events: EventLog) -> np.ndarray:
     return np.ones(len(events.users), dtype=np.int8)
 
 
-def event_notes(spec: LabelSpec, events: EventLog) -> np.ndarray:
-    """The history note of every event ("rating 5", "purchase", or "")."""
-    values = events.values if events.values is not None else np.full(len(events.users), np.nan)
-    types = events.types if events.types is not None else np.full(len(events.users), None, dtype=object)
-    return np.asarray([spec.note(v, t) for v, t in zip(values.tolist(), types.tolist(), strict=True)], dtype=object)
+def event_notes(spec: LabelSpec, events: EventLog, words: tuple[str, str]) -> np.ndarray:
+    """The history note of every event ("rated 5, liked", "purchase", or "")."""
+    n = len(events.users)
+    values = events.values if events.values is not None else np.full(n, np.nan)
+    types = events.types if events.types is not None else np.full(n, None, dtype=object)
+    labels = event_labels(spec, events)
+    rows = zip(values.tolist(), types.tolist(), labels.tolist(), strict=True)
+    return np.asarray([spec.note(v, t, bool(y), words) for v, t, y in rows], dtype=object)
 
 
 # -- examples ------------------------------------------------------------------------------------------
@@ -263,10 +275,19 @@ def sample_unseen(events: EventLog, users: np.ndarray, rng: np.random.Generator)
 
 
 def build_examples(events: EventLog, spec: LabelSpec, negatives: int = 1, seed: int = 0) -> Examples:
-    """Every logged event as an example (plus `negatives` sampled negatives per event for `sampled` labels)."""
+    """Every logged event as an example (plus `negatives` sampled negatives per event for `sampled` labels).
+
+    Events without a value cannot be labelled by a value comparison: they are left out as examples
+    (counted in a warning) but still appear in later histories.
+    """
     data = events.dataset
     labels = event_labels(spec, events)
     examples = Examples(events.users, data.items, events.history_end, labels, data.split)
+    if spec.kind == "value":
+        missing = np.isnan(events.values)
+        if missing.any():
+            log.warning("%d of %d events have no value and are not examples of %r", missing.sum(), len(missing), spec)
+            examples = examples.subset(np.flatnonzero(~missing))
     if spec.kind != "sampled":
         return examples
     rng = np.random.default_rng((seed, STREAM_NEGATIVES))
@@ -303,18 +324,22 @@ class ClassifierConfig(BaseModel):
     max_valid_examples: int = Field(1000, ge=0, description="seeded validation subsample; 0: no early stopping")
     max_test_examples: int | None = Field(None, ge=1, description="seeded test subsample; None: all")
     bias_examples: Literal["all", "subsample"] = "all"
+    past_rate: bool = Field(True, description="add the user's past label rate to the bias terms")
     bias_l2: float | None = Field(None, ge=0, description="None: chosen on validation log-loss")
     epochs: int = Field(1, ge=1)
     max_seconds: float | None = Field(None, gt=0, description="time budget of the cross-encoder stage")
     batch_size: int = Field(16, ge=1)
     eval_batch_size: int = Field(64, ge=1)
-    lr: float | None = Field(None, gt=0, description="encoder learning rate; None: 5e-4 for lora, 5e-5 for full")
-    head_lr: float = Field(1e-3, gt=0)
+    lr: float | None = Field(None, gt=0, description="encoder learning rate; None: 1e-3 for lora, 5e-5 for full")
+    head_lr: float = Field(5e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup: float = Field(0.1, ge=0, lt=1, description="share of the planned steps spent warming up")
     eval_every: int = Field(100, ge=1, description="steps between validation checks")
-    user_bias_dropout: float = Field(0.5, ge=0, le=1)
+    user_bias_dropout: float = Field(1.0, ge=0, le=1, description="share of stage-2 examples without user bias")
     head_dropout: float = Field(0.1, ge=0, lt=1)
+    label_words: tuple[str, str] = Field(
+        ("liked", "disliked"), description="how history events show their own label (positive, negative)"
+    )
     lora_r: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.1, ge=0, lt=1)
@@ -352,12 +377,32 @@ class Classifier:
         self.events = events
         data = events.dataset
         self.item_texts = [None, *(data.item_text[i] or str(data.item_ids[i]) for i in range(1, data.n_items + 1))]
-        self.notes = event_notes(spec, events)
+        self.notes = event_notes(spec, events, config.label_words)
+        labels = event_labels(spec, events).astype(np.float64)
+        labelled = np.ones(len(labels)) if events.values is None or spec.kind != "value" else ~np.isnan(events.values)
+        self.labels = labels * labelled
+        self.labelled = labelled.astype(np.float64)
+        self._label_sums = np.concatenate([[0.0], np.cumsum(self.labels)])
+        self._labelled_sums = np.concatenate([[0.0], np.cumsum(self.labelled)])
 
     @property
     def dataset(self) -> PreparedDataset:
         """The dataset whose ids, texts and histories the classifier uses."""
         return self.events.dataset
+
+    def rate(self, positives: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Centred past label rates from positive and labelled counts; zeros when `past_rate` is off and for
+        sampled labels (every logged event is a positive, so the rate would only measure activity)."""
+        if not self.config.past_rate or self.spec.kind == "sampled":
+            return np.zeros(len(positives))
+        with torch.no_grad():
+            return self.model.past_rate(torch.as_tensor(positives), torch.as_tensor(counts)).numpy()
+
+    def past_rate(self, examples: Examples) -> np.ndarray:
+        """Centred label rate of each example's whole strict past (all the user's events before `end`)."""
+        start = self.dataset.offsets[examples.user]
+        positives = self._label_sums[examples.end] - self._label_sums[start]
+        return self.rate(positives, self._labelled_sums[examples.end] - self._labelled_sums[start])
 
     def history_text(self, items: Sequence[int], notes: Sequence[str]) -> str:
         """History events (most recent first) as one text: "item text — note ; item text — note ; …"."""
@@ -386,9 +431,11 @@ class Classifier:
         candidates: list[str],
         users: np.ndarray,
         items: np.ndarray,
+        rates: np.ndarray,
         progress: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities, truncated flags) of text pairs, batched by token length; the model's mode is restored."""
+        """(probabilities, truncated flags) of text pairs with each user, item and centred past rate, batched by
+        token length; the model's train/eval mode is restored."""
         lengths = pair_token_lengths(self.tokenizer, histories, candidates)
         order = np.argsort(np.minimum(lengths, self.config.max_length), kind="stable")
         logits = np.empty(len(histories), dtype=np.float64)
@@ -404,23 +451,27 @@ class Classifier:
                 tokens = tokenize_pairs(
                     self.tokenizer, [histories[i] for i in rows], [candidates[i] for i in rows], self.config.max_length
                 )
-                out = self.model(tokens, torch.as_tensor(users[rows]), torch.as_tensor(items[rows]))
+                out = self.model(
+                    tokens, torch.as_tensor(users[rows]), torch.as_tensor(items[rows]), torch.as_tensor(rates[rows])
+                )
                 logits[rows] = out.double().numpy()
                 bar.update(len(rows))
         self.model.train(was_training)
-        return 1.0 / (1.0 + np.exp(-logits)), lengths > self.config.max_length
+        return torch.sigmoid(torch.from_numpy(logits)).numpy(), lengths > self.config.max_length
 
     def predict(self, examples: Examples, progress: bool = False) -> tuple[np.ndarray, int]:
         """(probabilities, number of truncated examples) of examples."""
         histories, candidates = self.example_texts(examples)
-        probs, truncated = self.predict_texts(histories, candidates, examples.user, examples.item, progress)
+        rates = self.past_rate(examples)
+        probs, truncated = self.predict_texts(histories, candidates, examples.user, examples.item, rates, progress)
         report_truncation(int(truncated.sum()), len(examples), self.config.max_length)
         return probs, int(truncated.sum())
 
     def bias_probabilities(self, examples: Examples) -> np.ndarray:
         """Probabilities of the bias terms alone (the logistic-regression baseline)."""
+        rates = torch.as_tensor(self.past_rate(examples))
         with torch.inference_mode():
-            logits = self.model.bias_logit(torch.as_tensor(examples.user), torch.as_tensor(examples.item))
+            logits = self.model.bias_logit(torch.as_tensor(examples.user), torch.as_tensor(examples.item), rates)
         return torch.sigmoid(logits.double()).numpy()
 
 
@@ -428,7 +479,7 @@ def report_truncation(truncated: int, total: int, max_length: int) -> None:
     """Log how many examples did not fit the token budget (a warning when any did not)."""
     if truncated:
         log.warning(
-            "%d of %d examples were longer than %d tokens; their oldest history events were cut",
+            "%d of %d examples were longer than %d tokens and were cut, oldest history events first",
             truncated,
             total,
             max_length,
@@ -460,54 +511,68 @@ def build_classifier(config: ClassifierConfig, events: EventLog) -> Classifier:
 # -- training ------------------------------------------------------------------------------------------
 
 
-def _bias_loss(model: CrossEncoder, examples: Examples, l2: float) -> torch.Tensor:
+def _bias_loss(clf: Classifier, examples: Examples, rates: torch.Tensor, l2: float) -> torch.Tensor:
     """Mean BCE of the bias terms plus the L2 penalty on the user and item biases."""
-    logits = model.bias_logit(torch.as_tensor(examples.user), torch.as_tensor(examples.item))
+    model = clf.model
+    logits = model.bias_logit(torch.as_tensor(examples.user), torch.as_tensor(examples.item), rates)
     labels = torch.as_tensor(examples.label, dtype=logits.dtype)
     penalty = model.user_bias.weight.square().sum() + model.item_bias.weight.square().sum()
     return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels) + l2 * penalty
 
 
-def _fit_bias_l2(model: CrossEncoder, examples: Examples, l2: float) -> None:
+def _fit_bias_l2(clf: Classifier, examples: Examples, rates: torch.Tensor, l2: float) -> None:
     """Full-batch L-BFGS on the bias terms from zero."""
+    params = clf.model.bias_parameters()
     with torch.no_grad():
-        for p in model.bias_parameters():
+        for p in params:
             p.zero_()
-    params = model.bias_parameters()
     optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=200, tolerance_grad=1e-7, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = _bias_loss(model, examples, l2)
+        loss = _bias_loss(clf, examples, rates, l2)
         loss.backward()
         return loss
 
     optimizer.step(closure)
 
 
-def fit_biases(model: CrossEncoder, train: Examples, valid: Examples, l2: float | None = None) -> dict[str, Any]:
-    """Stage 1: fit the bias terms; `l2` None picks the grid value of lowest validation log-loss.
+def fit_biases(clf: Classifier, train: Examples, valid: Examples, l2: float | None = None) -> dict[str, Any]:
+    """Stage 1: fit the bias terms; `l2` None picks the grid value of lowest validation log-loss, or 1/N
+    without validation examples (a prior variance of 1/2 on each bias whatever the number N of examples).
 
-    Marks the users and items of `train` as known; all others use the fallback slot (bias 0).
+    Marks the users and items of `train` as known (all others use the fallback slot, bias 0) and takes
+    the training label rate as the prior of the past-rate feature.
     """
+    model = clf.model
+    for p in model.bias_parameters():
+        p.requires_grad_(True)
     with torch.no_grad():
         model.user_known.zero_()
         model.item_known.zero_()
         model.user_known[torch.as_tensor(np.unique(train.user))] = True
         model.item_known[torch.as_tensor(np.unique(train.item))] = True
-    grid = [l2] if l2 is not None else list(BIAS_L2_GRID) if len(valid) else [DEFAULT_BIAS_L2]
+        model.rate_prior.fill_(float(train.label.mean()))
+    train_rates = torch.as_tensor(clf.past_rate(train), dtype=torch.float32)
+    valid_rates = torch.as_tensor(clf.past_rate(valid), dtype=torch.float32)
+    grid = [l2] if l2 is not None else list(BIAS_L2_GRID) if len(valid) else [1.0 / len(train)]
     scores: dict[float, float] = {}
     for value in grid:
-        _fit_bias_l2(model, train, value)
+        _fit_bias_l2(clf, train, train_rates, value)
         if len(valid):
             with torch.no_grad():
-                scores[value] = float(_bias_loss(model, valid, 0.0))
+                scores[value] = float(_bias_loss(clf, valid, valid_rates, 0.0))
     best = min(scores, key=scores.__getitem__) if scores else grid[0]
     if best != grid[-1]:
-        _fit_bias_l2(model, train, best)
+        _fit_bias_l2(clf, train, train_rates, best)
     for p in model.bias_parameters():
         p.requires_grad_(False)
-    return {"l2": best, "valid_logloss": scores}
+    return {
+        "l2": best,
+        "valid_logloss": scores,
+        "rate_weight": float(model.rate_weight),
+        "prior": float(model.rate_prior),
+    }
 
 
 @dataclass
@@ -517,6 +582,7 @@ class _Batches:
     histories: list[str]
     candidates: list[str]
     examples: Examples
+    rates: np.ndarray
     generator: torch.Generator
 
 
@@ -543,10 +609,12 @@ def _schedule(total: int, warmup: float):
     return factor
 
 
-def _valid_logloss(clf: Classifier, valid: Examples, texts: tuple[list[str], list[str]]) -> float:
-    """Validation log-loss of the current model."""
-    probs, _ = clf.predict_texts(texts[0], texts[1], valid.user, valid.item)
-    return log_loss(valid.label, probs)
+def _valid_scores(valid: Examples, probs: np.ndarray) -> dict[str, float]:
+    """Validation log-loss, and AUC when both classes are present."""
+    scores = {"valid_logloss": log_loss(valid.label, probs)}
+    if 0 < valid.label.sum() < len(valid):
+        scores["valid_auc"] = roc_auc(valid.label, probs)
+    return scores
 
 
 def fit_encoder(clf: Classifier, train: Examples, valid: Examples, progress: bool = False) -> dict[str, Any]:
@@ -556,7 +624,7 @@ def fit_encoder(clf: Classifier, train: Examples, valid: Examples, progress: boo
     truncated = int((pair_token_lengths(clf.tokenizer, histories, candidates) > config.max_length).sum())
     report_truncation(truncated, len(train), config.max_length)
     generator = torch.Generator().manual_seed(config.seed * 1000 + STREAM_TORCH)
-    batches = _Batches(histories, candidates, train, generator)
+    batches = _Batches(histories, candidates, train, clf.past_rate(train), generator)
     encoder_params, head_params = _encoder_parameters(model)
     optimizer = torch.optim.AdamW(
         [{"params": encoder_params, "lr": config.encoder_lr}, {"params": head_params, "lr": config.head_lr}],
@@ -566,28 +634,30 @@ def fit_encoder(clf: Classifier, train: Examples, valid: Examples, progress: boo
     total = steps_per_epoch * config.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, config.warmup))
     valid_texts = clf.example_texts(valid) if len(valid) else None
-    best = {"step": 0, "logloss": float(_bias_loss(model, valid, 0.0)) if len(valid) else math.nan}
+    initial = _valid_scores(valid, clf.bias_probabilities(valid)) if len(valid) else {"valid_logloss": math.nan}
+    best = {"step": 0, "logloss": initial["valid_logloss"]}
     best_state = trainable_state(model)
     checks: list[dict[str, float]] = []
+    losses: list[float] = []
     started, step, stopped_by = time.perf_counter(), 0, "epochs"
     model.train()
     with tqdm(total=total, desc="training", unit="step", disable=not progress) as bar:
         for _ in range(config.epochs):
             for rows in torch.randperm(len(train), generator=generator).split(config.batch_size):
-                loss = _train_step(clf, batches, rows.numpy(), optimizer)
+                losses.append(_train_step(clf, batches, rows.numpy(), optimizer))
                 scheduler.step()
                 step += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}")
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
                 if valid_texts is not None and (step % config.eval_every == 0 or step == total):
-                    _check(clf, valid, valid_texts, step, checks, best, best_state)
+                    _check(clf, valid, valid_texts, losses, checks, best, best_state)
                 if config.max_seconds is not None and time.perf_counter() - started > config.max_seconds:
                     stopped_by = "time"
                     break
             if stopped_by == "time":
                 break
     if valid_texts is not None and (not checks or checks[-1]["step"] != step):
-        _check(clf, valid, valid_texts, step, checks, best, best_state)
+        _check(clf, valid, valid_texts, losses, checks, best, best_state)
     if valid_texts is not None:
         model.load_state_dict(best_state, strict=False)
     model.eval()
@@ -601,6 +671,7 @@ def fit_encoder(clf: Classifier, train: Examples, valid: Examples, progress: boo
         "seconds": time.perf_counter() - started,
         "best_step": best["step"] if valid_texts is not None else step,
         "best_valid_logloss": best["logloss"],
+        "bias_valid": initial,
         "checks": checks,
     }
 
@@ -613,7 +684,8 @@ def _train_step(clf: Classifier, batches: _Batches, rows: np.ndarray, optimizer:
     )
     examples = batches.examples.subset(rows)
     drop = torch.rand(len(rows), generator=batches.generator) < config.user_bias_dropout
-    logits = clf.model(tokens, torch.as_tensor(examples.user), torch.as_tensor(examples.item), drop)
+    rates = torch.as_tensor(batches.rates[rows])
+    logits = clf.model(tokens, torch.as_tensor(examples.user), torch.as_tensor(examples.item), rates, drop)
     loss = torch.nn.functional.binary_cross_entropy_with_logits(
         logits, torch.as_tensor(examples.label, dtype=logits.dtype)
     )
@@ -627,14 +699,18 @@ def _check(
     clf: Classifier,
     valid: Examples,
     texts: tuple[list[str], list[str]],
-    step: int,
+    losses: list[float],
     checks: list[dict[str, float]],
     best: dict[str, float],
     best_state: dict[str, torch.Tensor],
 ) -> None:
     """Evaluate on validation; keep the state when its log-loss is the best so far."""
-    logloss = _valid_logloss(clf, valid, texts)
-    checks.append({"step": step, "valid_logloss": logloss})
+    step = len(losses)
+    since = len(losses) - (int(checks[-1]["step"]) if checks else 0)
+    probs, _ = clf.predict_texts(texts[0], texts[1], valid.user, valid.item, clf.past_rate(valid))
+    scores = _valid_scores(valid, probs)
+    logloss = scores["valid_logloss"]
+    checks.append({"step": step, "train_loss": float(np.mean(losses[-since:])), **scores})
     log.info("step %d: valid log-loss %.4f (best %.4f at step %d)", step, logloss, best["logloss"], best["step"])
     if not logloss >= best["logloss"]:
         best.update(step=step, logloss=logloss)
@@ -661,7 +737,7 @@ def example_sets(events: EventLog, config: ClassifierConfig) -> ExampleSets:
     if not len(train) or not len(test):
         raise DataError(
             f"{events.dataset.path} has {len(train)} training and {len(test)} test events; prepare it with a "
-            "temporal split, e.g. `lmrec data prepare SOURCE --split temporal --cutoff 0.8`."
+            "temporal split such as `lmrec data prepare SOURCE --split temporal --cutoff 0.8`."
         )
     seed = config.seed
     return ExampleSets(
@@ -680,7 +756,7 @@ def train_classifier(
     """Build and train a classifier in two stages (biases, then the cross-encoder); return it and a report."""
     clf = build_classifier(config, events)
     bias_train = sets.train if config.bias_examples == "all" else sets.train_used
-    biases = fit_biases(clf.model, bias_train, sets.valid_used, config.bias_l2)
+    biases = fit_biases(clf, bias_train, sets.valid_used, config.bias_l2)
     encoder = fit_encoder(clf, sets.train_used, sets.valid_used, progress)
     return clf, {"bias": {**biases, "examples": len(bias_train)}, "encoder": encoder}
 
@@ -707,7 +783,7 @@ def train_run(
     check_label(parse_label(config.label), events)
     run = RunDir(out)
     run.create(overwrite=overwrite, resume=False)
-    encoder_path = TextEncoder(config.encoder).path
+    encoder = TextEncoder(config.encoder, max_length=config.max_length)
     atomic_write_text(run.config_file, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     atomic_write_json(
         run.info_file,
@@ -720,8 +796,8 @@ def train_run(
             "n_items": dataset.n_items,
             "label": config.label,
             "mode": config.mode,
-            "encoder": str(encoder_path),
-            "encoder_model_id": TextEncoder(encoder_path).model_id,
+            "encoder": str(encoder.path),
+            "encoder_model_id": encoder.model_id,
             "lmrec_version": __version__,
         },
     )
@@ -742,7 +818,8 @@ def train_run(
         "mode": config.mode,
         "test": classification_metrics(sets.test_used.label, probs),
         "baseline": classification_metrics(sets.test_used.label, baseline),
-        "baseline_name": "user + item bias (logistic regression, stage 1)",
+        "baseline_name": "stage 1 alone: logistic regression on user and item biases"
+        + (" and the past label rate" if config.past_rate else ""),
         "examples": {
             "train": len(sets.train),
             "train_used": len(sets.train_used),
@@ -818,7 +895,7 @@ def load_run(run: str | Path, data: str | Path | None = None) -> Classifier:
     events = load_events(dataset)
     folder = rundir.path / "model"
     if config.mode == "lora":
-        base = TextEncoder(info["encoder"])
+        base = TextEncoder(info["encoder"], max_length=config.max_length)
         if base.model_id != info["encoder_model_id"]:
             raise RunError(f"the base encoder in {base.path} has changed since run {run} was trained.")
         path = base.path
@@ -962,9 +1039,10 @@ def rerank_probabilities(
     item-index histories [B, L] (0 = padding) of users (indices, -1 unknown).
 
     `rows` ([B, L] event rows aligned with `histories`, -1 padding; see `history_rows`) lets the history
-    show each event's value ("rating 5"); without it events are shown without values. Only the last
-    `config.history` events are read and each pair is cut to `config.max_length` tokens, so one candidate
-    costs one bounded encoder pass.
+    show each event's value ("rated 5, liked") and gives the past-rate feature (over all L rows); without
+    it events are shown without values and the rate is the prior. Only the last `config.history` events
+    are read and each pair is cut to `config.max_length` tokens, so one candidate costs one bounded
+    encoder pass.
     """
     histories, candidates = np.asarray(histories), np.asarray(candidates)
     size = clf.config.history
@@ -973,6 +1051,13 @@ def rerank_probabilities(
         keep = np.flatnonzero(histories[b] > 0)[::-1][:size]
         notes = clf.notes[rows[b, keep]].tolist() if rows is not None else [""] * len(keep)
         texts.append(clf.history_text(histories[b, keep].tolist(), notes))
+    if rows is None:
+        rates = np.zeros(len(histories))
+    else:
+        present = np.asarray(rows) >= 0
+        safe = np.where(present, rows, 0)
+        positives = np.where(present, clf.labels[safe], 0.0).sum(axis=1)
+        rates = clf.rate(positives, np.where(present, clf.labelled[safe], 0.0).sum(axis=1))
     pairs = np.argwhere(candidates > 0)
     probs = np.zeros(candidates.shape, dtype=np.float64)
     if len(pairs):
@@ -983,6 +1068,7 @@ def rerank_probabilities(
             [clf.item_texts[i] for i in items.tolist()],
             np.asarray(users, dtype=np.int64)[b],
             items,
+            rates[b],
             progress,
         )
         probs[b, k] = found

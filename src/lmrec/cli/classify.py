@@ -33,7 +33,7 @@ def train(
     max_length: int = typer.Option(128, "--max-length", help="Token budget of one history + candidate pair."),
     history: int = typer.Option(10, "--history", help="Most recent earlier events shown per example."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
-    lr: float = typer.Option(None, "--lr", help="Encoder learning rate (default 5e-4 lora, 5e-5 full)."),
+    lr: float = typer.Option(None, "--lr", help="Encoder learning rate (default 1e-3 lora, 5e-5 full)."),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(None, "--threads", help="Torch threads (default LMREC_THREADS or 1)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
@@ -93,10 +93,13 @@ def evaluate(
     table = Table(title=f"{run} — test ({n:,} examples)")
     table.add_column("metric")
     for name in intervals:
-        table.add_column(name, justify="right")
+        table.add_column("Δ (paired)" if " - " in name else name, justify="right")
     for metric in METRICS:
-        table.add_row(metric, *(_cell(intervals[name][metric], "-" in name) for name in intervals))
-    table.caption = f"95% percentile bootstrap intervals, {resamples} resamples of the test examples"
+        table.add_row(metric, *(_cell(intervals[name][metric], " - " in name) for name in intervals))
+    table.caption = (
+        f"95% percentile bootstrap intervals, {resamples} resamples of the test examples; "
+        "Δ = cross-encoder minus bias baseline on the same resamples"
+    )
     console.print(table)
 
 

@@ -2,10 +2,12 @@
 
 The logit that a user does the behaviour (like, click, purchase) with a candidate item is
 
-    head(mean-pooled encoder states of the pair) + global bias + user bias + item bias,
+    head(mean-pooled encoder states of the pair) + global bias + user bias + item bias + w · past rate,
 
-i.e. a regularised logistic regression on user and item ids whose residual the language model explains
-from the texts. Users and items without training examples use slot 0 of their bias table (the fallback).
+i.e. a regularised logistic regression on user and item ids and on the user's past label rate (the
+share of positives among their earlier events, shrunk towards the training rate: an online user bias,
+defined for users the training log never saw), whose residual the language model explains from the
+texts. Users and items without training examples use slot 0 of their bias table (the fallback).
 Building the backbone from a folder and training live in `lmrec.classify`; this module reads no files.
 """
 
@@ -19,6 +21,7 @@ from torch import Tensor, nn
 
 FALLBACK = 0  # bias-table slot of users and items without training examples
 HISTORY_JOIN = " ; "
+RATE_PSEUDO_COUNT = 5.0  # prior events at the training rate that a user's past label rate is shrunk with
 
 
 def pair_token_lengths(tokenizer, histories: list[str], candidates: list[str]) -> np.ndarray:
@@ -61,16 +64,23 @@ class CrossEncoder(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         self.global_bias = nn.Parameter(torch.zeros(1))
+        self.rate_weight = nn.Parameter(torch.zeros(1))
         self.user_bias = nn.Embedding(n_users + 1, 1)
         self.item_bias = nn.Embedding(n_items + 1, 1)
         nn.init.zeros_(self.user_bias.weight)
         nn.init.zeros_(self.item_bias.weight)
+        self.register_buffer("rate_prior", torch.zeros(()))
         self.register_buffer("user_known", torch.zeros(n_users, dtype=torch.bool))
         self.register_buffer("item_known", torch.zeros(n_items + 1, dtype=torch.bool))
 
     def bias_parameters(self) -> list[nn.Parameter]:
-        """The logistic-regression part: global, user and item biases."""
-        return [self.global_bias, self.user_bias.weight, self.item_bias.weight]
+        """The logistic-regression part: global, user and item biases and the past-rate weight."""
+        return [self.global_bias, self.rate_weight, self.user_bias.weight, self.item_bias.weight]
+
+    def past_rate(self, positives: Tensor, counts: Tensor) -> Tensor:
+        """Centred past label rate: (positives + k·prior) / (count + k) − prior, k = RATE_PSEUDO_COUNT."""
+        prior = self.rate_prior.to(positives.dtype)
+        return (positives + RATE_PSEUDO_COUNT * prior) / (counts + RATE_PSEUDO_COUNT) - prior
 
     def user_slots(self, users: Tensor) -> Tensor:
         """Bias-table rows of user indices: user u → u + 1 when known, else the fallback (also for u < 0)."""
@@ -82,13 +92,15 @@ class CrossEncoder(nn.Module):
         """Bias-table rows of item indices: the item itself when known, else the fallback (slot 0, padding)."""
         return torch.where(self.item_known[items], items, torch.full_like(items, FALLBACK))
 
-    def bias_logit(self, users: Tensor, items: Tensor, drop_user: Tensor | None = None) -> Tensor:
-        """[B] logits of the bias terms alone; `drop_user` marks examples that get the fallback user bias."""
+    def bias_logit(self, users: Tensor, items: Tensor, rate: Tensor, drop_user: Tensor | None = None) -> Tensor:
+        """[B] logits of the bias terms alone; `rate` is the centred past label rate, `drop_user` marks
+        examples that get the fallback user bias."""
         slots = self.user_slots(users)
         if drop_user is not None:
             slots = torch.where(drop_user, torch.full_like(slots, FALLBACK), slots)
         user = self.user_bias(slots).squeeze(-1)
-        return self.global_bias + user + self.item_bias(self.item_slots(items)).squeeze(-1)
+        item = self.item_bias(self.item_slots(items)).squeeze(-1)
+        return self.global_bias + user + item + self.rate_weight * rate
 
     def text_logit(self, tokens: Mapping[str, Tensor]) -> Tensor:
         """[B] logits of the cross-encoder part from a tokenized batch of pairs."""
@@ -96,7 +108,12 @@ class CrossEncoder(nn.Module):
         return self.head(self.dropout(masked_mean(hidden, tokens["attention_mask"]))).squeeze(-1)
 
     def forward(
-        self, tokens: Mapping[str, Tensor], users: Tensor, items: Tensor, drop_user: Tensor | None = None
+        self,
+        tokens: Mapping[str, Tensor],
+        users: Tensor,
+        items: Tensor,
+        rate: Tensor,
+        drop_user: Tensor | None = None,
     ) -> Tensor:
         """[B] logits of the behaviour for each (user, history, candidate) example."""
-        return self.text_logit(tokens) + self.bias_logit(users, items, drop_user)
+        return self.text_logit(tokens) + self.bias_logit(users, items, rate, drop_user)

@@ -1,0 +1,113 @@
+"""`lmrec classify train / evaluate / predict` end to end on a synthetic log with a tiny BERT."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from transformers import BertConfig, BertModel, BertTokenizer
+
+from lmrec.cli import main
+
+WORDS = ["view", "click", "purchase", "books", "electronics", "atlas", "charger", "router", ";", "|", "—", "1"]
+FAST = ["--max-train-examples", "48", "--max-length", "32", "--history", "3", "--batch-size", "8"]
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run the CLI, returning (exit code, stdout, stderr)."""
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT with a WordPiece vocabulary of a few words, saved as a model folder."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    tokenizer = BertTokenizer(str(vocab))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic log (with event_type and value columns) prepared with a temporal split at 80% of events."""
+    root = tmp_path_factory.mktemp("classify-cli")
+    main(["data", "synth", "--users", "60", "--items", "40", "--events", "1500", "--out", str(root / "log.csv")])
+    main(["data", "prepare", str(root / "log.csv"), "--items", str(root / "log.items.csv"), "--split", "temporal",
+          "--cutoff", "0.8", "--out", str(root / "d")])  # fmt: skip
+    return root / "d"
+
+
+def test_train_evaluate_predict(prepared: Path, tiny_bert: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    argv = ["classify", "train", str(prepared), "--label", "type=click", "--out", str(out), "--encoder", str(tiny_bert)]
+    code, stdout, err = run([*argv, *FAST, "--max-valid-examples", "32", "--epochs", "2"], capsys)
+    assert code == 0, err
+    assert "cross-encoder" in stdout and "bias baseline" in stdout and "truncated at 32 tokens" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    for name in ("accuracy", "precision", "recall", "f1", "auc", "logloss"):
+        assert name in metrics["test"] and name in metrics["baseline"]
+    assert metrics["examples"]["train_used"] == 48 and not metrics["examples"]["test_subsampled"]
+    assert {"config.yaml", "run.json", "metrics.json", "model", "predictions"} <= {p.name for p in out.iterdir()}
+
+    code, stdout, err = run(["classify", "evaluate", str(out), "--resamples", "50"], capsys)
+    assert code == 0, err
+    assert "auc" in stdout and "Δ (paired)" in stdout
+
+    users = pq.read_table(prepared / "users.parquet").column("user_id").to_pylist()
+    items = pq.read_table(prepared / "items.parquet").column("item_id").to_pylist()
+    code, stdout, err = run(["classify", "predict", str(out), "--user", users[0], "--item", items[0],
+                             "--item", items[1]], capsys)  # fmt: skip
+    assert code == 0, err
+    assert items[0] in stdout and items[1] in stdout and "probability" in stdout
+
+    code, _, err = run([*argv, *FAST], capsys)
+    assert code == 1 and "already exists" in err
+    code, _, err = run([*argv, *FAST, "--mode", "full", "--label", "sampled", "--max-test-examples", "50",
+                        "--max-valid-examples", "0", "--overwrite"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert json.loads((out / "metrics.json").read_text())["examples"]["test_used"] == 50
+
+
+@pytest.mark.parametrize(
+    ("label", "message"),
+    [
+        ("rating>>4", "compares 'rating' with '>4', which is not a finite number"),
+        ("score>=3", "'score', which is not this dataset's value column"),
+        ("type=purchase", "needs an event_type column"),
+    ],
+)
+def test_bad_labels_exit_with_one_sentence(
+    write, tmp_path: Path, tiny_bert: Path, capsys, label: str, message: str
+) -> None:
+    log = write(
+        "ratings.csv", "user,item,ts,rating\n" + "".join(f"u{i % 5},i{i % 7},{i},{i % 5 + 1}\n" for i in range(60))
+    )
+    data = tmp_path / "d"
+    main(["data", "prepare", str(log), "--split", "temporal", "--cutoff", "0.8", "--out", str(data)])
+    capsys.readouterr()
+    code, _, err = run(["classify", "train", str(data), "--label", label, "--out", str(tmp_path / "run"),
+                        "--encoder", str(tiny_bert)], capsys)  # fmt: skip
+    assert code == 1
+    assert message in err and err.count("\n") <= 2
+    assert not (tmp_path / "run").exists()
