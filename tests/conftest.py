@@ -33,3 +33,35 @@ def write(tmp_path: Path) -> Callable[[str, str], Path]:
         return path
 
     return _write
+
+
+def save_tiny_bert(folder: Path, words: list[str], max_positions: int = 64) -> Path:
+    """Save a 2-layer, 32-wide BERT with a WordPiece vocabulary of `words` as a local model folder."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    tokenizer = BertTokenizer(str(vocab))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=max_positions,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def make_tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Build tiny local BERT folders for LoRA / fine-tuning tests (real weights, not mocks)."""
+
+    def make(words: list[str], max_positions: int = 64) -> Path:
+        return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), words, max_positions)
+
+    return make

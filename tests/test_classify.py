@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertModel, BertTokenizer
 
 from lmrec import classify
 from lmrec.data.dataset import PreparedDataset
@@ -25,24 +24,9 @@ WORDS = ["toy", "story", "rating", "1", "2", "3", "4", "5", ";", "—", "|", "no
 
 
 @pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_bert(make_tiny_bert) -> Path:
     """A 2-layer, 32-wide BERT with a WordPiece vocabulary of a few words, saved as a model folder."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    tokenizer = BertTokenizer(str(vocab))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return make_tiny_bert(WORDS, max_positions=128)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import torch
-from transformers import BertConfig, BertModel, BertTokenizer
 
 from lmrec.cli import main
 
@@ -28,24 +26,9 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_bert(make_tiny_bert) -> Path:
     """A 2-layer, 32-wide BERT with a WordPiece vocabulary of a few words, saved as a model folder."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    tokenizer = BertTokenizer(str(vocab))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return make_tiny_bert(WORDS)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel, BertTokenizer
+from transformers import BertModel, BertTokenizer
 
 from lmrec.models.cross_encoder import CrossEncoder, pair_token_lengths, tokenize_pairs
 from lmrec.text.lora import wrap_lora
@@ -13,22 +13,10 @@ WORDS = ["toy", "story", "drama", "war", "comedy", "thriller", "rating", "1", "5
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[BertModel, BertTokenizer]:
+def tiny(make_tiny_bert) -> tuple[BertModel, BertTokenizer]:
     """A 2-layer, 32-wide BERT and a WordPiece tokenizer with a few words."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    tokenizer = BertTokenizer(str(vocab))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    return BertModel(config), tokenizer
+    folder = make_tiny_bert(WORDS)
+    return BertModel.from_pretrained(folder), BertTokenizer.from_pretrained(folder)
 
 
 def model_of(backbone: torch.nn.Module, n_users: int = 3, n_items: int = 4) -> CrossEncoder:

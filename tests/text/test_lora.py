@@ -8,9 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import (
-    BertConfig,
-    BertModel,
-    BertTokenizer,
     DistilBertConfig,
     DistilBertModel,
     MPNetConfig,
@@ -25,24 +22,9 @@ TEXTS = ["toy story animation children comedy", "schindler list drama war", "thr
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny(make_tiny_bert) -> Path:
     """A 2-layer, 32-wide BERT with a WordPiece vocabulary of a few words, saved as a model folder."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    tokenizer = BertTokenizer(str(vocab))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return make_tiny_bert(WORDS)
 
 
 def train_steps(encoder: TrainableTextEncoder, steps: int) -> list[float]:
