@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--models", default="lmrec,sasrec,gru4rec")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=ROOT / "work")
+    parser.add_argument("--set", action="append", default=[], help="extra config override for every model")
     args = parser.parse_args()
     started = time.time()
     data = args.work / "ml-100k-cold"
@@ -56,7 +57,7 @@ def main() -> None:
     for model in args.models.split(","):
         run = args.work / f"cold-{model}-s{args.seed}"
         if not (run / "metrics.json").is_file():
-            api.train(data, run, model=model, seed=args.seed, overwrite=True)
+            api.train(data, run, model=model, seed=args.seed, overwrite=True, overrides=args.set)
         result = EvalResult.load(RunDir(run).ranks_file("test"))
         mask = cold_targets(dataset, result)
         per_example = ndcg_at_k(result.ranks[mask], 10)
@@ -70,6 +71,7 @@ def main() -> None:
         }
     report = {
         "protocol": "ML-100K, split cold-items, cutoff 0.8 of events by time, full ranking, history masked",
+        "overrides": args.set,
         "cold_items": n_cold,
         "baseline_random_cold_ndcg@10": baseline,
         "bar": "lmrec lower 95% bound > 3 x baseline",
