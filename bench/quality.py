@@ -174,7 +174,7 @@ def render(report: dict) -> Table:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), required=True)
-    parser.add_argument("--models", default="pop,gru4rec,sasrec,bert4rec,multvae")
+    parser.add_argument("--models", default="pop,gru4rec,sasrec,bert4rec,multvae,lmrec")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--work", type=Path, default=ROOT / "work")
     parser.add_argument("--set", action="append", default=[], help="extra config override for every model")
