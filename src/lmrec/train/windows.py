@@ -47,13 +47,15 @@ class WindowSet:
     def __len__(self) -> int:
         return int(self.users.shape[0])
 
-    def batches(self, batch_size: int, rng: np.random.Generator, bucket: int = 32):
-        """Yield shuffled right-aligned `Batch`es covering every window once.
+    def batches(self, batch_size: int, rng: np.random.Generator):
+        """Yield shuffled right-aligned `Batch`es covering every window once, each only as wide as its longest window.
 
-        Windows are grouped with others of similar length (within pools of `bucket` batches) and each batch
-        is only as wide as its longest window, so short sequences do not pay for a long `max_len`.
+        Batches are drawn uniformly at random: grouping windows of similar length saved padding but put every
+        user's short first window into the same few batches and cost validation NDCG on MovieLens-100K.
         """
-        for idx in self._batch_indices(batch_size, rng, bucket):
+        order = rng.permutation(len(self))
+        for lo in range(0, len(order), batch_size):
+            idx = order[lo : lo + batch_size]
             start, end, fresh_from = self.start[idx], self.end[idx], self.fresh_from[idx]
             width = int((end - start).max())
             cols = np.arange(width)
@@ -67,14 +69,3 @@ class WindowSet:
                 fresh=torch.from_numpy(fresh),
                 users=torch.from_numpy(self.users[idx].astype(np.int64)),
             )
-
-    def _batch_indices(self, batch_size: int, rng: np.random.Generator, bucket: int) -> list[np.ndarray]:
-        order = rng.permutation(len(self))
-        lengths = self.end - self.start
-        batches = []
-        pool = batch_size * bucket
-        for lo in range(0, len(order), pool):
-            chunk = order[lo : lo + pool]
-            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-            batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-        return [batches[i] for i in rng.permutation(len(batches))]
