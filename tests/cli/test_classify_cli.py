@@ -14,17 +14,6 @@ WORDS = ["view", "click", "purchase", "books", "electronics", "atlas", "charger"
 FAST = ["--max-train-examples", "48", "--max-length", "32", "--history", "3", "--batch-size", "8"]
 
 
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    """Run the CLI, returning (exit code, stdout, stderr)."""
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture(scope="module")
 def tiny_bert(make_tiny_bert) -> Path:
     """A 2-layer, 32-wide BERT with a WordPiece vocabulary of a few words, saved as a model folder."""
@@ -41,10 +30,10 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "d"
 
 
-def test_train_evaluate_predict(prepared: Path, tiny_bert: Path, tmp_path: Path, capsys) -> None:
+def test_train_evaluate_predict(prepared: Path, tiny_bert: Path, tmp_path: Path, run_cli) -> None:
     out = tmp_path / "run"
     argv = ["classify", "train", str(prepared), "--label", "type=click", "--out", str(out), "--encoder", str(tiny_bert)]
-    code, stdout, err = run([*argv, *FAST, "--max-valid-examples", "32", "--epochs", "2"], capsys)
+    code, stdout, err = run_cli([*argv, *FAST, "--max-valid-examples", "32", "--epochs", "2"])
     assert code == 0, err
     assert "cross-encoder" in stdout and "bias baseline" in stdout and "truncated at 32 tokens" in stdout
     metrics = json.loads((out / "metrics.json").read_text())
@@ -53,21 +42,21 @@ def test_train_evaluate_predict(prepared: Path, tiny_bert: Path, tmp_path: Path,
     assert metrics["examples"]["train_used"] == 48 and not metrics["examples"]["test_subsampled"]
     assert {"config.yaml", "run.json", "metrics.json", "model", "predictions"} <= {p.name for p in out.iterdir()}
 
-    code, stdout, err = run(["classify", "evaluate", str(out), "--resamples", "50"], capsys)
+    code, stdout, err = run_cli(["classify", "evaluate", str(out), "--resamples", "50"])
     assert code == 0, err
     assert "auc" in stdout and "Δ (paired)" in stdout
 
     users = pq.read_table(prepared / "users.parquet").column("user_id").to_pylist()
     items = pq.read_table(prepared / "items.parquet").column("item_id").to_pylist()
-    code, stdout, err = run(["classify", "predict", str(out), "--user", users[0], "--item", items[0],
-                             "--item", items[1]], capsys)  # fmt: skip
+    code, stdout, err = run_cli(["classify", "predict", str(out), "--user", users[0], "--item", items[0],
+                             "--item", items[1]])  # fmt: skip
     assert code == 0, err
     assert items[0] in stdout and items[1] in stdout and "probability" in stdout
 
-    code, _, err = run([*argv, *FAST], capsys)
+    code, _, err = run_cli([*argv, *FAST])
     assert code == 1 and "already exists" in err
-    code, _, err = run([*argv, *FAST, "--mode", "full", "--label", "sampled", "--max-test-examples", "50",
-                        "--max-valid-examples", "0", "--overwrite"], capsys)  # fmt: skip
+    code, _, err = run_cli([*argv, *FAST, "--mode", "full", "--label", "sampled", "--max-test-examples", "50",
+                        "--max-valid-examples", "0", "--overwrite"])  # fmt: skip
     assert code == 0, err
     assert json.loads((out / "metrics.json").read_text())["examples"]["test_used"] == 50
 
@@ -81,7 +70,7 @@ def test_train_evaluate_predict(prepared: Path, tiny_bert: Path, tmp_path: Path,
     ],
 )
 def test_bad_labels_exit_with_one_sentence(
-    write, tmp_path: Path, tiny_bert: Path, capsys, label: str, message: str
+    write, tmp_path: Path, tiny_bert: Path, run_cli, capsys, label: str, message: str
 ) -> None:
     log = write(
         "ratings.csv", "user,item,ts,rating\n" + "".join(f"u{i % 5},i{i % 7},{i},{i % 5 + 1}\n" for i in range(60))
@@ -89,8 +78,8 @@ def test_bad_labels_exit_with_one_sentence(
     data = tmp_path / "d"
     main(["data", "prepare", str(log), "--split", "temporal", "--cutoff", "0.8", "--out", str(data)])
     capsys.readouterr()
-    code, _, err = run(["classify", "train", str(data), "--label", label, "--out", str(tmp_path / "run"),
-                        "--encoder", str(tiny_bert)], capsys)  # fmt: skip
+    code, _, err = run_cli(["classify", "train", str(data), "--label", label, "--out", str(tmp_path / "run"),
+                        "--encoder", str(tiny_bert)])  # fmt: skip
     assert code == 1
     assert message in err and err.count("\n") <= 2
     assert not (tmp_path / "run").exists()

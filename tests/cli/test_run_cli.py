@@ -13,17 +13,6 @@ from lmrec.cli import main
 TINY = ["--set", "train.epochs=2", "--set", "model.max_len=20", "--set", "eval.ks=[5,10]"]
 
 
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    """Run the CLI, returning (exit code, stdout, stderr)."""
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic log prepared with the default leave-one-out split."""
@@ -33,52 +22,52 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "d"
 
 
-def test_train_evaluate_compare_recommend(prepared: Path, tmp_path: Path, capsys) -> None:
+def test_train_evaluate_compare_recommend(prepared: Path, tmp_path: Path, run_cli) -> None:
     sas, pop = tmp_path / "sas", tmp_path / "pop"
-    code, out, err = run(["train", str(prepared), "--model", "sasrec", "--out", str(sas), *TINY,
-                          "--set", "model.hidden=16"], capsys)
+    code, out, err = run_cli(["train", str(prepared), "--model", "sasrec", "--out", str(sas), *TINY,
+                          "--set", "model.hidden=16"])
     assert code == 0, err
     metrics = json.loads((sas / "metrics.json").read_text())
     assert metrics["model"] == "sasrec" and metrics["epochs"] == 2
     assert 0 <= metrics["test"]["ndcg@10"] <= metrics["test"]["hr@10"] <= 1
-    assert run(["train", str(prepared), "--model", "pop", "--out", str(pop), *TINY], capsys)[0] == 0
+    assert run_cli(["train", str(prepared), "--model", "pop", "--out", str(pop), *TINY])[0] == 0
 
-    code, out, _ = run(["evaluate", str(sas), "--k", "5,10"], capsys)
+    code, out, _ = run_cli(["evaluate", str(sas), "--k", "5,10"])
     assert code == 0 and "ndcg@10" in out and "hr@5" in out
 
-    code, out, _ = run(["evaluate", str(sas), "--sampled-negatives", "20"], capsys)
+    code, out, _ = run_cli(["evaluate", str(sas), "--sampled-negatives", "20"])
     assert code == 0 and "sampled_ndcg@10" in out
 
-    code, out, _ = run(["compare", str(sas), str(pop)], capsys)
+    code, out, _ = run_cli(["compare", str(sas), str(pop)])
     assert code == 0 and "Δ" in out
 
     users = pq.read_table(prepared / "users.parquet").column("user_id").to_pylist()
-    code, out, err = run(["recommend", str(sas), "--user", users[0], "--k", "5", "--explain"], capsys)
+    code, out, err = run_cli(["recommend", str(sas), "--user", users[0], "--k", "5", "--explain"])
     assert code == 0, err
     assert "because of (attention)" in out
 
     recs = tmp_path / "recs.parquet"
-    code, out, _ = run(["recommend", str(sas), "--all-users", "--k", "3", "--out", str(recs)], capsys)
+    code, out, _ = run_cli(["recommend", str(sas), "--all-users", "--k", "3", "--out", str(recs)])
     table = pq.read_table(recs)
     assert code == 0 and table.num_rows == 3 * len(users)
     assert set(table.column("user_id").to_pylist()) == set(users)
 
 
-def test_user_errors_are_one_sentence(prepared: Path, tmp_path: Path, capsys) -> None:
-    code, _, err = run(["train", str(prepared), "--model", "nope", "--out", str(tmp_path / "x")], capsys)
+def test_user_errors_are_one_sentence(prepared: Path, tmp_path: Path, run_cli) -> None:
+    code, _, err = run_cli(["train", str(prepared), "--model", "nope", "--out", str(tmp_path / "x")])
     assert code == 1 and "known models" in err and "Traceback" not in err
-    code, _, err = run(["train", str(prepared), "--model", "sasrec", "--out", str(tmp_path / "y"),
-                        "--set", "model.layerz=3"], capsys)
+    code, _, err = run_cli(["train", str(prepared), "--model", "sasrec", "--out", str(tmp_path / "y"),
+                        "--set", "model.layerz=3"])
     assert code == 1 and "model.layerz" in err
-    code, _, err = run(["train", str(tmp_path / "nothing"), "--model", "pop", "--out", str(tmp_path / "z")], capsys)
+    code, _, err = run_cli(["train", str(tmp_path / "nothing"), "--model", "pop", "--out", str(tmp_path / "z")])
     assert code == 1 and "not a prepared dataset" in err
     pop = tmp_path / "pop"
-    assert run(["train", str(prepared), "--model", "pop", "--out", str(pop), *TINY], capsys)[0] == 0
-    code, _, err = run(["train", str(prepared), "--model", "pop", "--out", str(pop), *TINY], capsys)
+    assert run_cli(["train", str(prepared), "--model", "pop", "--out", str(pop), *TINY])[0] == 0
+    code, _, err = run_cli(["train", str(prepared), "--model", "pop", "--out", str(pop), *TINY])
     assert code == 1 and "--overwrite" in err
-    code, _, err = run(["recommend", str(pop), "--user", "no-such-user"], capsys)
+    code, _, err = run_cli(["recommend", str(pop), "--user", "no-such-user"])
     assert code == 1 and "unknown user" in err
-    code, _, err = run(["recommend", str(pop), "--user", "x", "--explain"], capsys)
+    code, _, err = run_cli(["recommend", str(pop), "--user", "x", "--explain"])
     assert code == 1 and "cannot explain" in err
-    code, _, err = run(["evaluate", str(tmp_path / "missing-run")], capsys)
+    code, _, err = run_cli(["evaluate", str(tmp_path / "missing-run")])
     assert code == 1 and "not an lmrec run" in err

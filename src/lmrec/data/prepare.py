@@ -32,6 +32,7 @@ from lmrec.data.clean import Filters, clean
 from lmrec.data.columns import map_columns
 from lmrec.data.dataset import FORMAT_VERSION, INTERACTIONS, ITEMS, MANIFEST, USERS, PreparedDataset
 from lmrec.data.readers import Layout, Loaded, detect, load_table, table_spec
+from lmrec.data.registry import sha256_file
 from lmrec.data.splits import SplitSpec, build_index, split_and_write
 from lmrec.data.sql import display_url, is_url, load_sql
 from lmrec.errors import ConfigError, DataError
@@ -39,7 +40,6 @@ from lmrec.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 MEMORY_LIMIT = os.environ.get("LMREC_DUCKDB_MEMORY", "3GB")
-HASH_CHUNK = 1 << 20
 QUANTILES = {"min": 0.0, "p25": 0.25, "median": 0.5, "p75": 0.75, "p90": 0.9, "max": 1.0}
 # Options that do not change the result: `strict` only stops early; file options are hashed by content.
 _NOT_FINGERPRINTED = {"strict", "items", "targets"}
@@ -178,15 +178,6 @@ def fingerprint(source_sha256: str, opts: PrepareOptions) -> str:
         "options": opts.model_dump(mode="json", exclude=_NOT_FINGERPRINTED),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """Content hash of one file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _locate(source: str | Path, source_path: str | Path | None, opts: PrepareOptions) -> tuple[str | Path, str | None]:
