@@ -187,6 +187,49 @@ def test_past_rate_counts_only_the_strict_past(tiny_bert: Path, events: classify
     assert not off.past_rate(examples).any()
 
 
+def test_history_features_are_computed_from_the_strict_past_only(tiny_bert: Path, events: classify.EventLog) -> None:
+    cfg = config(tiny_bert)
+    clf = classify.build_classifier(cfg, events)
+    sets = classify.example_sets(events, cfg)
+    report = classify.fit_biases(clf, sets.train, sets.valid_used)
+    assert set(report["feature_weights"]) == {"past_rate", "past_residual", "text_affinity"}
+    data, prior = events.dataset, sets.train.label.mean()
+    item_rate = clf.model.item_rate.numpy()
+    for item in (1, 5, 9):
+        labels = sets.train.label[sets.train.item == item]
+        assert item_rate[item] == pytest.approx((labels.sum() + 5 * prior) / (len(labels) + 5))
+    examples = classify.build_examples(events, clf.spec)
+    features = clf.features(examples)
+    vectors = clf.item_vectors
+    for row in range(0, len(examples), 11):
+        past = np.arange(data.offsets[examples.user[row]], examples.end[row])
+        residuals = (events.values[past] >= 4) - item_rate[data.items[past]]
+        assert features[row, 1] == pytest.approx(residuals.sum() / (len(past) + 5), abs=1e-9)
+        weights = np.maximum(vectors[data.items[past]] @ vectors[examples.item[row]], 0) ** 2
+        assert features[row, 2] == pytest.approx((weights * residuals).sum() / (weights.sum() + 1), abs=1e-6)
+    row = int(np.argmax(examples.end - data.offsets[examples.user]))  # the example with the longest past
+    future = np.arange(examples.end[row], data.offsets[examples.user[row] + 1])
+    values = events.values.copy()
+    values[future] = 6 - values[future]  # every event from this one on changes its label
+    changed = classify.build_classifier(cfg, dataclasses.replace(events, values=values))
+    changed.model.load_state_dict(clf.model.state_dict())
+    changed.refresh_residuals()
+    assert np.allclose(changed.features(examples.subset(np.array([row]))), features[row])
+    off = classify.build_classifier(config(tiny_bert, past_residual=False, text_affinity=False), events)
+    assert off.item_vectors is None and not off.features(examples)[:, 1:].any()
+
+
+@pytest.mark.parametrize("user_bias", [False, True])
+def test_user_biases_are_learned_only_when_asked(tiny_bert: Path, events: classify.EventLog, user_bias: bool) -> None:
+    cfg = config(tiny_bert, user_bias=user_bias)
+    clf = classify.build_classifier(cfg, events)
+    sets = classify.example_sets(events, cfg)
+    classify.fit_biases(clf, sets.train, sets.valid_used)
+    known = clf.model.user_known.numpy()
+    assert known[np.unique(sets.train.user)].all() == user_bias and known.any() == user_bias
+    assert (clf.model.user_bias.weight[1:].abs().sum() > 0).item() == user_bias  # slot 0 is the fallback
+
+
 def test_sampled_negatives_are_unseen_items_at_the_same_moment(events: classify.EventLog) -> None:
     data = events.dataset
     examples = classify.build_examples(events, classify.parse_label("sampled"), negatives=2, seed=1)
@@ -280,7 +323,7 @@ def test_rerank_orders_candidates_by_probability(tiny_bert: Path, events: classi
     clf = classify.build_classifier(config(tiny_bert), events)
     with torch.no_grad():
         clf.model.head.weight.normal_()
-        clf.model.rate_weight.fill_(1.0)
+        clf.model.feature_weights.fill_(1.0)
         clf.model.rate_prior.fill_(0.5)
     data = events.dataset
     users = np.array([0, 1])
@@ -296,7 +339,7 @@ def test_rerank_orders_candidates_by_probability(tiny_bert: Path, events: classi
         [clf.item_texts[2]],
         users[:1],
         candidates[0, 1:2],
-        clf.past_rate(classify.Examples(users[:1], candidates[0, 1:2], rows[0, -1:] + 1, users[:1] * 0, users[:1] * 0)),
+        clf.features(classify.Examples(users[:1], candidates[0, 1:2], rows[0, -1:] + 1, users[:1] * 0, users[:1] * 0)),
     )
     assert probs[0, 1] == pytest.approx(expected[0])
     ordered, sorted_probs = classify.rerank(clf, users, histories, candidates, rows)

@@ -10,10 +10,16 @@ most recent first, each rendered as its item text and the label-relevant value k
 
 Training has two stages (`train_classifier`):
 1. the bias terms are an L2-regularised logistic regression on a global bias, user and item biases and
-   the user's past label rate (the share of positives among all their strictly earlier events, shrunk
-   towards the training rate: an online user bias, defined for users the training log never saw, who
-   are most test users of a temporal split), fitted by full-batch L-BFGS on all training examples (or
-   only the subsample, `bias_examples="subsample"`), the L2 strength chosen by validation log-loss;
+   three features of the user's strict past, defined for users the training log never saw (who are most
+   test users of a temporal split): the past label rate (share of positives among all their strictly
+   earlier events, shrunk towards the training rate: an online user bias), the past residual (how their
+   labels departed from those items' training rates: leniency net of what they chose), and the text
+   affinity (those departures weighted by how much each past item's text resembles the candidate's,
+   max(cos, 0)² of the frozen encoder's embeddings over the last 50 events: "liked things like this").
+   Fitted by full-batch L-BFGS on all training examples (or only the subsample,
+   `bias_examples="subsample"`), the L2 strength chosen by validation log-loss. On ML-100K's validation
+   events (rating >= 4) the two new features took stage 1's AUC from 0.777 to 0.785 (window 50 and
+   power 2 chosen among 20/50/200 and 1/2/4/8/16 there);
 2. with the biases frozen, the cross-encoder (LoRA adapters or every weight, plus its head) learns the
    residual with binary cross-entropy on a seeded subsample of the training examples, under an epoch and
    time budget, keeping the state of lowest validation log-loss. The untrained state is the bias model
@@ -52,7 +58,9 @@ from lmrec.errors import ConfigError, DataError, RunError
 from lmrec.evaluate.metrics import classification_metrics, log_loss, roc_auc
 from lmrec.evaluate.stats import Interval
 from lmrec.models.cross_encoder import (
+    HISTORY_FEATURES,
     HISTORY_JOIN,
+    RATE_PSEUDO_COUNT,
     CrossEncoder,
     pair_token_lengths,
     tokenize_pairs,
@@ -68,6 +76,7 @@ DEFAULT_LR = {"lora": 1e-3, "full": 5e-5}
 METRICS = ("accuracy", "precision", "recall", "f1", "auc", "logloss")
 # Independent random streams, so that e.g. the test subsample does not depend on the training budget.
 STREAM_NEGATIVES, STREAM_TRAIN, STREAM_VALID, STREAM_TEST, STREAM_TORCH = 1, 2, 3, 4, 5
+AFFINITY_CHUNK = 1024  # candidates per block when comparing item texts (bounds memory at W x dim floats each)
 
 # -- label specifications ------------------------------------------------------------------------------
 
@@ -325,6 +334,17 @@ class ClassifierConfig(BaseModel):
     max_test_examples: int | None = Field(None, ge=1, description="seeded test subsample; None: all")
     bias_examples: Literal["all", "subsample"] = "all"
     past_rate: bool = Field(True, description="add the user's past label rate to the bias terms")
+    user_bias: bool = Field(
+        False, description="learn a bias per training user (off: the history features stand in for every user)"
+    )
+    past_residual: bool = Field(
+        True, description="add how the user's past labels departed from those items' training rates"
+    )
+    text_affinity: bool = Field(
+        True, description="add that departure averaged over past items weighted by text similarity to the candidate"
+    )
+    affinity_window: int = Field(50, ge=1, description="most recent earlier events the text affinity reads")
+    affinity_power: float = Field(2.0, gt=0, description="similarity weight max(cos, 0) ** power")
     bias_l2: float | None = Field(None, ge=0, description="None: chosen on validation log-loss")
     epochs: int = Field(1, ge=1)
     max_seconds: float | None = Field(None, gt=0, description="time budget of the cross-encoder stage")
@@ -384,6 +404,8 @@ class Classifier:
         self.labelled = labelled.astype(np.float64)
         self._label_sums = np.concatenate([[0.0], np.cumsum(self.labels)])
         self._labelled_sums = np.concatenate([[0.0], np.cumsum(self.labelled)])
+        self.item_vectors = item_vectors(config, data) if config.text_affinity else None
+        self.refresh_residuals()
 
     @property
     def dataset(self) -> PreparedDataset:
@@ -403,6 +425,56 @@ class Classifier:
         start = self.dataset.offsets[examples.user]
         positives = self._label_sums[examples.end] - self._label_sums[start]
         return self.rate(positives, self._labelled_sums[examples.end] - self._labelled_sums[start])
+
+    def refresh_residuals(self) -> None:
+        """Each event's label minus its item's training rate (0 for unlabelled events) and their running sums;
+        called again whenever stage 1 sets the item rates."""
+        rates = self.model.item_rate.numpy()[self.dataset.items]
+        self.residuals = (self.labels - rates) * self.labelled
+        self._residual_sums = np.concatenate([[0.0], np.cumsum(self.residuals)])
+
+    def residual(self, residual_sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Mean past residual shrunk towards 0 with RATE_PSEUDO_COUNT events; zeros when off or for sampled labels."""
+        if not self.config.past_residual or self.spec.kind == "sampled":
+            return np.zeros(len(counts))
+        return residual_sums / (counts + RATE_PSEUDO_COUNT)
+
+    def affinity(self, items: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Text affinity of candidate `items` [N] with history event rows [N, W] (-1 pads): the residuals of
+        the history events weighted by max(cos, 0) ** power of their item texts to the candidate's, divided
+        by (total weight + 1) so that a thin history says little. Zeros when the feature is off."""
+        out = np.zeros(len(items))
+        if self.item_vectors is None or not len(items):
+            return out
+        present = rows >= 0
+        safe = np.where(present, rows, 0)
+        history = self.dataset.items[safe]
+        for start in range(0, len(items), AFFINITY_CHUNK):
+            part = slice(start, start + AFFINITY_CHUNK)
+            cos = np.einsum("nd,nwd->nw", self.item_vectors[items[part]], self.item_vectors[history[part]])
+            weights = np.maximum(cos, 0.0) ** self.config.affinity_power * present[part] * self.labelled[safe[part]]
+            out[part] = (weights * self.residuals[safe[part]]).sum(axis=1) / (weights.sum(axis=1) + 1.0)
+        return out
+
+    def features(self, examples: Examples) -> np.ndarray:
+        """[N, len(HISTORY_FEATURES)] history features of examples, all from the user's strict past."""
+        start = self.dataset.offsets[examples.user]
+        counts = self._labelled_sums[examples.end] - self._labelled_sums[start]
+        residual = self.residual(self._residual_sums[examples.end] - self._residual_sums[start], counts)
+        window = examples.end[:, None] + np.arange(-self.config.affinity_window, 0)[None, :]
+        rows = np.where(window >= start[:, None], window, -1)
+        return np.column_stack([self.past_rate(examples), residual, self.affinity(examples.item, rows)])
+
+    def row_features(self, items: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """History features of candidate `items` [N] after given right-aligned event rows [N, L] (-1 pads):
+        rate and residual over all L rows, affinity over the last `affinity_window`."""
+        present = rows >= 0
+        safe = np.where(present, rows, 0)
+        counts = np.where(present, self.labelled[safe], 0.0).sum(axis=1)
+        rate = self.rate(np.where(present, self.labels[safe], 0.0).sum(axis=1), counts)
+        residual = self.residual(np.where(present, self.residuals[safe], 0.0).sum(axis=1), counts)
+        affinity = self.affinity(items, rows[:, -self.config.affinity_window :])
+        return np.column_stack([rate, residual, affinity])
 
     def history_text(self, items: Sequence[int], notes: Sequence[str]) -> str:
         """History events (most recent first) as one text: "item text — note ; item text — note ; …"."""
@@ -431,11 +503,11 @@ class Classifier:
         candidates: list[str],
         users: np.ndarray,
         items: np.ndarray,
-        rates: np.ndarray,
+        features: np.ndarray,
         progress: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities, truncated flags) of text pairs with each user, item and centred past rate, batched by
-        token length; the model's train/eval mode is restored."""
+        """(probabilities, truncated flags) of text pairs with each user, item and history-feature row, batched
+        by token length; the model's train/eval mode is restored."""
         lengths = pair_token_lengths(self.tokenizer, histories, candidates)
         order = np.argsort(np.minimum(lengths, self.config.max_length), kind="stable")
         logits = np.empty(len(histories), dtype=np.float64)
@@ -452,7 +524,7 @@ class Classifier:
                     self.tokenizer, [histories[i] for i in rows], [candidates[i] for i in rows], self.config.max_length
                 )
                 out = self.model(
-                    tokens, torch.as_tensor(users[rows]), torch.as_tensor(items[rows]), torch.as_tensor(rates[rows])
+                    tokens, torch.as_tensor(users[rows]), torch.as_tensor(items[rows]), torch.as_tensor(features[rows])
                 )
                 logits[rows] = out.double().numpy()
                 bar.update(len(rows))
@@ -462,16 +534,16 @@ class Classifier:
     def predict(self, examples: Examples, progress: bool = False) -> tuple[np.ndarray, int]:
         """(probabilities, number of truncated examples) of examples."""
         histories, candidates = self.example_texts(examples)
-        rates = self.past_rate(examples)
-        probs, truncated = self.predict_texts(histories, candidates, examples.user, examples.item, rates, progress)
+        features = self.features(examples)
+        probs, truncated = self.predict_texts(histories, candidates, examples.user, examples.item, features, progress)
         report_truncation(int(truncated.sum()), len(examples), self.config.max_length)
         return probs, int(truncated.sum())
 
     def bias_probabilities(self, examples: Examples) -> np.ndarray:
         """Probabilities of the bias terms alone (the logistic-regression baseline)."""
-        rates = torch.as_tensor(self.past_rate(examples))
+        features = torch.as_tensor(self.features(examples))
         with torch.inference_mode():
-            logits = self.model.bias_logit(torch.as_tensor(examples.user), torch.as_tensor(examples.item), rates)
+            logits = self.model.bias_logit(torch.as_tensor(examples.user), torch.as_tensor(examples.item), features)
         return torch.sigmoid(logits.double()).numpy()
 
 
@@ -486,6 +558,23 @@ def report_truncation(truncated: int, total: int, max_length: int) -> None:
         )
     else:
         log.info("%d examples, none longer than %d tokens", total, max_length)
+
+
+def item_vectors(config: ClassifierConfig, dataset: PreparedDataset) -> np.ndarray:
+    """[n_items + 1, dim] normalised text embeddings of the catalogue by the classifier's base encoder
+    (frozen, disk-cached), which the text-affinity feature compares."""
+    from lmrec.text.items import encode_items
+
+    table, _ = encode_items(dataset.item_text, list(dataset.item_ids), model=config.encoder)
+    return table.numpy()
+
+
+def shrunk_rates(examples: Examples, n_items: int, prior: float) -> np.ndarray:
+    """[n_items + 1] label rate of each item over `examples`, shrunk towards `prior` with RATE_PSEUDO_COUNT
+    pseudo-examples (the prior for items without examples)."""
+    counts = np.bincount(examples.item, minlength=n_items + 1)
+    positives = np.bincount(examples.item, weights=examples.label.astype(np.float64), minlength=n_items + 1)
+    return (positives + RATE_PSEUDO_COUNT * prior) / (counts + RATE_PSEUDO_COUNT)
 
 
 def build_classifier(config: ClassifierConfig, events: EventLog) -> Classifier:
@@ -511,16 +600,16 @@ def build_classifier(config: ClassifierConfig, events: EventLog) -> Classifier:
 # -- training ------------------------------------------------------------------------------------------
 
 
-def _bias_loss(clf: Classifier, examples: Examples, rates: torch.Tensor, l2: float) -> torch.Tensor:
+def _bias_loss(clf: Classifier, examples: Examples, features: torch.Tensor, l2: float) -> torch.Tensor:
     """Mean BCE of the bias terms plus the L2 penalty on the user and item biases."""
     model = clf.model
-    logits = model.bias_logit(torch.as_tensor(examples.user), torch.as_tensor(examples.item), rates)
+    logits = model.bias_logit(torch.as_tensor(examples.user), torch.as_tensor(examples.item), features)
     labels = torch.as_tensor(examples.label, dtype=logits.dtype)
     penalty = model.user_bias.weight.square().sum() + model.item_bias.weight.square().sum()
     return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels) + l2 * penalty
 
 
-def _fit_bias_l2(clf: Classifier, examples: Examples, rates: torch.Tensor, l2: float) -> None:
+def _fit_bias_l2(clf: Classifier, examples: Examples, features: torch.Tensor, l2: float) -> None:
     """Full-batch L-BFGS on the bias terms from zero."""
     params = clf.model.bias_parameters()
     with torch.no_grad():
@@ -530,7 +619,7 @@ def _fit_bias_l2(clf: Classifier, examples: Examples, rates: torch.Tensor, l2: f
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = _bias_loss(clf, examples, rates, l2)
+        loss = _bias_loss(clf, examples, features, l2)
         loss.backward()
         return loss
 
@@ -541,8 +630,9 @@ def fit_biases(clf: Classifier, train: Examples, valid: Examples, l2: float | No
     """Stage 1: fit the bias terms; `l2` None picks the grid value of lowest validation log-loss, or 1/N
     without validation examples (a prior variance of 1/2 on each bias whatever the number N of examples).
 
-    Marks the users and items of `train` as known (all others use the fallback slot, bias 0) and takes
-    the training label rate as the prior of the past-rate feature.
+    Marks the users and items of `train` as known (all others use the fallback slot, bias 0), takes the
+    training label rate as the prior of the past-rate feature, and each item's training label rate (shrunk
+    towards it with RATE_PSEUDO_COUNT examples) as what the residual features measure departures from.
     """
     model = clf.model
     for p in model.bias_parameters():
@@ -550,27 +640,31 @@ def fit_biases(clf: Classifier, train: Examples, valid: Examples, l2: float | No
     with torch.no_grad():
         model.user_known.zero_()
         model.item_known.zero_()
-        model.user_known[torch.as_tensor(np.unique(train.user))] = True
+        if clf.config.user_bias:
+            model.user_known[torch.as_tensor(np.unique(train.user))] = True
         model.item_known[torch.as_tensor(np.unique(train.item))] = True
-        model.rate_prior.fill_(float(train.label.mean()))
-    train_rates = torch.as_tensor(clf.past_rate(train), dtype=torch.float32)
-    valid_rates = torch.as_tensor(clf.past_rate(valid), dtype=torch.float32)
+        prior = float(train.label.mean())
+        model.rate_prior.fill_(prior)
+        model.item_rate.copy_(torch.from_numpy(shrunk_rates(train, clf.dataset.n_items, prior)))
+    clf.refresh_residuals()
+    train_features = torch.as_tensor(clf.features(train), dtype=torch.float32)
+    valid_features = torch.as_tensor(clf.features(valid), dtype=torch.float32)
     grid = [l2] if l2 is not None else list(BIAS_L2_GRID) if len(valid) else [1.0 / len(train)]
     scores: dict[float, float] = {}
     for value in grid:
-        _fit_bias_l2(clf, train, train_rates, value)
+        _fit_bias_l2(clf, train, train_features, value)
         if len(valid):
             with torch.no_grad():
-                scores[value] = float(_bias_loss(clf, valid, valid_rates, 0.0))
+                scores[value] = float(_bias_loss(clf, valid, valid_features, 0.0))
     best = min(scores, key=scores.__getitem__) if scores else grid[0]
     if best != grid[-1]:
-        _fit_bias_l2(clf, train, train_rates, best)
+        _fit_bias_l2(clf, train, train_features, best)
     for p in model.bias_parameters():
         p.requires_grad_(False)
     return {
         "l2": best,
         "valid_logloss": scores,
-        "rate_weight": float(model.rate_weight),
+        "feature_weights": dict(zip(HISTORY_FEATURES, model.feature_weights.tolist(), strict=True)),
         "prior": float(model.rate_prior),
     }
 
@@ -582,7 +676,7 @@ class _Batches:
     histories: list[str]
     candidates: list[str]
     examples: Examples
-    rates: np.ndarray
+    features: np.ndarray
     generator: torch.Generator
 
 
@@ -624,7 +718,7 @@ def fit_encoder(clf: Classifier, train: Examples, valid: Examples, progress: boo
     truncated = int((pair_token_lengths(clf.tokenizer, histories, candidates) > config.max_length).sum())
     report_truncation(truncated, len(train), config.max_length)
     generator = torch.Generator().manual_seed(config.seed * 1000 + STREAM_TORCH)
-    batches = _Batches(histories, candidates, train, clf.past_rate(train), generator)
+    batches = _Batches(histories, candidates, train, clf.features(train), generator)
     encoder_params, head_params = _encoder_parameters(model)
     optimizer = torch.optim.AdamW(
         [{"params": encoder_params, "lr": config.encoder_lr}, {"params": head_params, "lr": config.head_lr}],
@@ -684,8 +778,8 @@ def _train_step(clf: Classifier, batches: _Batches, rows: np.ndarray, optimizer:
     )
     examples = batches.examples.subset(rows)
     drop = torch.rand(len(rows), generator=batches.generator) < config.user_bias_dropout
-    rates = torch.as_tensor(batches.rates[rows])
-    logits = clf.model(tokens, torch.as_tensor(examples.user), torch.as_tensor(examples.item), rates, drop)
+    features = torch.as_tensor(batches.features[rows])
+    logits = clf.model(tokens, torch.as_tensor(examples.user), torch.as_tensor(examples.item), features, drop)
     loss = torch.nn.functional.binary_cross_entropy_with_logits(
         logits, torch.as_tensor(examples.label, dtype=logits.dtype)
     )
@@ -707,7 +801,7 @@ def _check(
     """Evaluate on validation; keep the state when its log-loss is the best so far."""
     step = len(losses)
     since = len(losses) - (int(checks[-1]["step"]) if checks else 0)
-    probs, _ = clf.predict_texts(texts[0], texts[1], valid.user, valid.item, clf.past_rate(valid))
+    probs, _ = clf.predict_texts(texts[0], texts[1], valid.user, valid.item, clf.features(valid))
     scores = _valid_scores(valid, probs)
     logloss = scores["valid_logloss"]
     checks.append({"step": step, "train_loss": float(np.mean(losses[-since:])), **scores})
@@ -1039,8 +1133,8 @@ def rerank_probabilities(
     item-index histories [B, L] (0 = padding) of users (indices, -1 unknown).
 
     `rows` ([B, L] event rows aligned with `histories`, -1 padding; see `history_rows`) lets the history
-    show each event's value ("rated 5, liked") and gives the past-rate feature (over all L rows); without
-    it events are shown without values and the rate is the prior. Only the last `config.history` events
+    show each event's value ("rated 5, liked") and gives the history features (`Classifier.row_features`);
+    without it events are shown without values and the features are zero. Only the last `config.history` events
     are read and each pair is cut to `config.max_length` tokens, so one candidate costs one bounded
     encoder pass.
     """
@@ -1051,24 +1145,21 @@ def rerank_probabilities(
         keep = np.flatnonzero(histories[b] > 0)[::-1][:size]
         notes = clf.notes[rows[b, keep]].tolist() if rows is not None else [""] * len(keep)
         texts.append(clf.history_text(histories[b, keep].tolist(), notes))
-    if rows is None:
-        rates = np.zeros(len(histories))
-    else:
-        present = np.asarray(rows) >= 0
-        safe = np.where(present, rows, 0)
-        positives = np.where(present, clf.labels[safe], 0.0).sum(axis=1)
-        rates = clf.rate(positives, np.where(present, clf.labelled[safe], 0.0).sum(axis=1))
     pairs = np.argwhere(candidates > 0)
     probs = np.zeros(candidates.shape, dtype=np.float64)
     if len(pairs):
         b, k = pairs[:, 0], pairs[:, 1]
         items = candidates[b, k].astype(np.int64)
+        if rows is None:
+            features = np.zeros((len(items), len(HISTORY_FEATURES)))
+        else:
+            features = clf.row_features(items, np.asarray(rows)[b])
         found, _ = clf.predict_texts(
             [texts[i] for i in b.tolist()],
             [clf.item_texts[i] for i in items.tolist()],
             np.asarray(users, dtype=np.int64)[b],
             items,
-            rates[b],
+            features,
             progress,
         )
         probs[b, k] = found

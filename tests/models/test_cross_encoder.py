@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import BertModel, BertTokenizer
 
-from lmrec.models.cross_encoder import CrossEncoder, pair_token_lengths, tokenize_pairs
+from lmrec.models.cross_encoder import HISTORY_FEATURES, CrossEncoder, pair_token_lengths, tokenize_pairs
 from lmrec.text.lora import wrap_lora
 
 WORDS = ["toy", "story", "drama", "war", "comedy", "thriller", "rating", "1", "5", ";", "—"]
@@ -31,12 +31,13 @@ def test_untrained_head_predicts_the_bias_terms(tiny: tuple[BertModel, BertToken
     with torch.no_grad():
         model.user_bias.weight.copy_(torch.arange(4.0)[:, None])
         model.item_bias.weight.copy_(torch.arange(5.0)[:, None] / 10)
-        model.rate_weight.fill_(2.0)
+        model.feature_weights.copy_(torch.tensor([2.0, 1.0, -1.0]))
     tokens = tokenize_pairs(tokenizer, ["toy story", "drama"], ["war", "comedy"], 16)
-    users, items, rates = torch.tensor([0, 2]), torch.tensor([1, 4]), torch.tensor([0.5, -0.5])
-    logits = model(tokens, users, items, rates)
-    assert torch.allclose(logits, torch.tensor([1.1 + 1.0, 3.4 - 1.0]))
-    assert torch.equal(logits, model.bias_logit(users, items, rates))
+    users, items = torch.tensor([0, 2]), torch.tensor([1, 4])
+    features = torch.tensor([[0.5, 0.25, 0.5], [-0.5, 0.0, 1.0]])
+    logits = model(tokens, users, items, features)
+    assert torch.allclose(logits, torch.tensor([1.1 + 1.0 + 0.25 - 0.5, 3.4 - 1.0 - 1.0]))
+    assert torch.equal(logits, model.bias_logit(users, items, features))
 
 
 def test_past_rate_is_shrunk_towards_the_prior(tiny: tuple[BertModel, BertTokenizer]) -> None:
@@ -54,7 +55,9 @@ def test_unknown_users_and_items_use_the_fallback_slot(tiny: tuple[BertModel, Be
     assert model.item_slots(torch.tensor([1, 2, 3, 0])).tolist() == [1, 2, 0, 0]
     with torch.no_grad():
         model.user_bias.weight[1] = 2.0
-    dropped = model.bias_logit(torch.tensor([0, 0]), torch.tensor([1, 1]), torch.zeros(2), torch.tensor([False, True]))
+    dropped = model.bias_logit(
+        torch.tensor([0, 0]), torch.tensor([1, 1]), torch.zeros(2, len(HISTORY_FEATURES)), torch.tensor([False, True])
+    )
     assert dropped.tolist() == [2.0, 0.0]
 
 
@@ -86,7 +89,7 @@ def fit(model: CrossEncoder, tokens: dict[str, torch.Tensor], labels: torch.Tens
     model.train()
     losses = []
     for _ in range(steps):
-        logits = model(tokens, users, items, torch.zeros(len(labels)))
+        logits = model(tokens, users, items, torch.zeros(len(labels), len(HISTORY_FEATURES)))
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
         optimizer.zero_grad()
         loss.backward()
@@ -101,7 +104,7 @@ def test_lora_cross_encoder_learns_a_separable_problem(tiny: tuple[BertModel, Be
     model = model_of(backbone)
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert all(
-        "lora_" in n or n.startswith(("head.", "global_bias", "rate_weight", "user_bias", "item_bias"))
+        "lora_" in n or n.startswith(("head.", "global_bias", "feature_weights", "user_bias", "item_bias"))
         for n in trainable
     )
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}

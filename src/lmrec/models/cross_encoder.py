@@ -2,12 +2,13 @@
 
 The logit that a user does the behaviour (like, click, purchase) with a candidate item is
 
-    head(mean-pooled encoder states of the pair) + global bias + user bias + item bias + w · past rate,
+    head(mean-pooled encoder states of the pair) + global bias + user bias + item bias + w · history features,
 
-i.e. a regularised logistic regression on user and item ids and on the user's past label rate (the
-share of positives among their earlier events, shrunk towards the training rate: an online user bias,
-defined for users the training log never saw), whose residual the language model explains from the
-texts. Users and items without training examples use slot 0 of their bias table (the fallback).
+i.e. a regularised logistic regression on user and item ids and on features of the user's strict past
+that are defined for users the training log never saw (`HISTORY_FEATURES`: their past label rate, how
+their labels departed from the items' training rates, and that departure on items whose text resembles
+the candidate's), whose residual the language model explains from the texts. Users and items without
+training examples use slot 0 of their bias table (the fallback).
 Building the backbone from a folder and training live in `lmrec.classify`; this module reads no files.
 """
 
@@ -22,6 +23,8 @@ from torch import Tensor, nn
 FALLBACK = 0  # bias-table slot of users and items without training examples
 HISTORY_JOIN = " ; "
 RATE_PSEUDO_COUNT = 5.0  # prior events at the training rate that a user's past label rate is shrunk with
+# Columns of the history-feature matrix that enters the bias terms (computed by `lmrec.classify`).
+HISTORY_FEATURES = ("past_rate", "past_residual", "text_affinity")
 
 
 def pair_token_lengths(tokenizer, histories: list[str], candidates: list[str]) -> np.ndarray:
@@ -64,18 +67,19 @@ class CrossEncoder(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         self.global_bias = nn.Parameter(torch.zeros(1))
-        self.rate_weight = nn.Parameter(torch.zeros(1))
+        self.feature_weights = nn.Parameter(torch.zeros(len(HISTORY_FEATURES)))
         self.user_bias = nn.Embedding(n_users + 1, 1)
         self.item_bias = nn.Embedding(n_items + 1, 1)
         nn.init.zeros_(self.user_bias.weight)
         nn.init.zeros_(self.item_bias.weight)
         self.register_buffer("rate_prior", torch.zeros(()))
+        self.register_buffer("item_rate", torch.zeros(n_items + 1, dtype=torch.float64))
         self.register_buffer("user_known", torch.zeros(n_users, dtype=torch.bool))
         self.register_buffer("item_known", torch.zeros(n_items + 1, dtype=torch.bool))
 
     def bias_parameters(self) -> list[nn.Parameter]:
-        """The logistic-regression part: global, user and item biases and the past-rate weight."""
-        return [self.global_bias, self.rate_weight, self.user_bias.weight, self.item_bias.weight]
+        """The logistic-regression part: global, user and item biases and the history-feature weights."""
+        return [self.global_bias, self.feature_weights, self.user_bias.weight, self.item_bias.weight]
 
     def past_rate(self, positives: Tensor, counts: Tensor) -> Tensor:
         """Centred past label rate: (positives + k·prior) / (count + k) − prior, k = RATE_PSEUDO_COUNT."""
@@ -92,15 +96,15 @@ class CrossEncoder(nn.Module):
         """Bias-table rows of item indices: the item itself when known, else the fallback (slot 0, padding)."""
         return torch.where(self.item_known[items], items, torch.full_like(items, FALLBACK))
 
-    def bias_logit(self, users: Tensor, items: Tensor, rate: Tensor, drop_user: Tensor | None = None) -> Tensor:
-        """[B] logits of the bias terms alone; `rate` is the centred past label rate, `drop_user` marks
+    def bias_logit(self, users: Tensor, items: Tensor, features: Tensor, drop_user: Tensor | None = None) -> Tensor:
+        """[B] logits of the bias terms alone; `features` is [B, len(HISTORY_FEATURES)], `drop_user` marks
         examples that get the fallback user bias."""
         slots = self.user_slots(users)
         if drop_user is not None:
             slots = torch.where(drop_user, torch.full_like(slots, FALLBACK), slots)
         user = self.user_bias(slots).squeeze(-1)
         item = self.item_bias(self.item_slots(items)).squeeze(-1)
-        return self.global_bias + user + item + self.rate_weight * rate
+        return self.global_bias + user + item + features.to(self.feature_weights.dtype) @ self.feature_weights
 
     def text_logit(self, tokens: Mapping[str, Tensor]) -> Tensor:
         """[B] logits of the cross-encoder part from a tokenized batch of pairs."""
@@ -112,8 +116,8 @@ class CrossEncoder(nn.Module):
         tokens: Mapping[str, Tensor],
         users: Tensor,
         items: Tensor,
-        rate: Tensor,
+        features: Tensor,
         drop_user: Tensor | None = None,
     ) -> Tensor:
         """[B] logits of the behaviour for each (user, history, candidate) example."""
-        return self.text_logit(tokens) + self.bias_logit(users, items, rate, drop_user)
+        return self.text_logit(tokens) + self.bias_logit(users, items, features, drop_user)
