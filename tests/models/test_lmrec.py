@@ -66,3 +66,18 @@ def test_learns_a_pattern_from_text_alone_and_transfers() -> None:
     state = {k: v for k, v in model.state_dict().items() if k not in ("text_emb", "has_id", "item_emb.weight")}
     missing = other.load_state_dict(state, strict=False).missing_keys
     assert set(missing) == {"text_emb", "has_id", "item_emb.weight"}
+
+
+def test_id_dropout_drops_id_embeddings_only_while_training() -> None:
+    model, _ = _model(id_dropout=0.5)
+    model.fit_statistics([torch.arange(1, 21)])
+    with torch.no_grad():
+        model.item_emb.weight.fill_(1.0)
+    model.eval()
+    text_only = model.text_norm(model.adapter(model.text_emb))
+    assert torch.equal(model.item_table()[1:21], text_only[1:21] + 1.0)  # every seen item keeps its ID at eval
+    model.train()
+    torch.manual_seed(1)
+    with_id = (model.item_table()[1:21] - text_only[1:21]).abs().sum(1) > 0.5
+    assert 0 < with_id.sum() < 20  # some seen items lost their ID embedding in this step
+    assert torch.equal(model.item_table()[21:], text_only[21:] * 1.0)  # unseen items never had one

@@ -27,6 +27,9 @@ class LMRecConfig(SASRecConfig):
     experts: int = Field(8, ge=1, description="whitening experts of the mixture-of-experts adapter")
     text_dropout: float = Field(0.1, ge=0, lt=1)
     use_id: bool = Field(True, description="add a learned ID embedding to items seen in training")
+    id_dropout: float = Field(
+        0.0, ge=0, lt=1, description="share of items trained without their ID embedding in each step (cold start)"
+    )
     encoder: str | None = Field(None, description="local Hugging Face encoder folder; default all-MiniLM-L6-v2")
     text_max_length: int = Field(64, ge=8, description="token limit per item text")
 
@@ -102,10 +105,18 @@ class LMRec(SASRec):
         return ("text_emb", "has_id", "item_emb.weight")
 
     def item_table(self) -> Tensor:
-        """Representation of every item: `[n_items + 1, hidden]`, row 0 zero."""
+        """Representation of every item: `[n_items + 1, hidden]`, row 0 zero.
+
+        While training with `id_dropout`, a fresh random share of items loses its ID embedding at each step
+        (as in DropoutNet, Volkovs et al. 2017), so that text alone must place them: the state every item
+        not yet interacted with is in at serving time.
+        """
         table = self.text_norm(self.adapter(self.text_emb))
         if self.cfg.use_id:
-            table = table + self.item_emb.weight * self.has_id[:, None]
+            keep = self.has_id
+            if self.training and self.cfg.id_dropout > 0:
+                keep = keep & (torch.rand(keep.shape, device=keep.device) >= self.cfg.id_dropout)
+            table = table + self.item_emb.weight * keep[:, None]
         return table * (torch.arange(table.shape[0], device=table.device) > 0)[:, None]
 
     def input_embeddings(self, inputs: Tensor) -> Tensor:
