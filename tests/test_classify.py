@@ -243,6 +243,23 @@ def test_sampled_negatives_are_unseen_items_at_the_same_moment(events: classify.
     assert np.array_equal(again.item, examples.item)
 
 
+def test_popularity_negatives_follow_the_weights_and_stay_unseen(events: classify.EventLog) -> None:
+    data = events.dataset
+    weights = classify.negative_weights(events, "popularity")
+    train_items = data.items[data.split == 0]
+    assert np.array_equal(weights, np.bincount(train_items, minlength=data.n_items + 1))
+    users = np.repeat(np.arange(data.n_users), 50)
+    drawn = classify.sample_unseen(events, users, np.random.default_rng(0), weights)
+    assert weights[drawn].min() > 0
+    assert all(item not in data.sequence(user) for user, item in zip(users, drawn, strict=True))
+    only = np.zeros_like(weights)
+    only[data.items[0]] = 1.0  # the one drawable item is one user 0 has seen
+    with pytest.raises(DataError, match="every item that can be drawn"):
+        classify.sample_unseen(events, users, np.random.default_rng(0), only)
+    counts = np.bincount(drawn, minlength=data.n_items + 1)[1:]
+    assert np.corrcoef(counts, weights[1:])[0, 1] > 0.3  # popular items are drawn more often
+
+
 # -- training, truncation, save/load -------------------------------------------------------------------
 
 

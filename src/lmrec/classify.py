@@ -268,23 +268,50 @@ class Examples:
         return self.subset(np.sort(rng.choice(len(self), size=limit, replace=False)))
 
 
-def sample_unseen(events: EventLog, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One uniformly drawn item per entry of `users` that the user never interacted with (rejection sampling)."""
-    n_cols = events.dataset.n_items + 1
-    seen = np.unique(events.users * n_cols + events.dataset.items)
-    if (np.bincount(seen // n_cols, minlength=events.dataset.n_users) >= events.dataset.n_items).any():
-        raise DataError("a user has interacted with every item, so no unclicked negatives can be sampled for them.")
-    items = rng.integers(1, n_cols, size=len(users))
+def sample_unseen(
+    events: EventLog, users: np.ndarray, rng: np.random.Generator, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """One item per entry of `users` that the user never interacted with (rejection sampling), drawn
+    uniformly or, with `weights` ([n_items + 1], row 0 zero), in proportion to them."""
+    data = events.dataset
+    n_cols = data.n_items + 1
+    seen = np.unique(events.users * n_cols + data.items)
+    drawable = np.ones(n_cols, dtype=bool) if weights is None else weights > 0
+    drawable[0] = False
+    seen_drawable = np.bincount(seen // n_cols, weights=drawable[seen % n_cols], minlength=data.n_users)
+    if (seen_drawable >= drawable.sum()).any():
+        raise DataError(
+            "a user has interacted with every item that can be drawn, so no unclicked negatives can be sampled "
+            "for them; use uniform negatives or leave that user out."
+        )
+
+    def draw(n: int) -> np.ndarray:
+        if weights is None:
+            return rng.integers(1, n_cols, size=n)
+        return rng.choice(n_cols, size=n, p=weights / weights.sum())
+
+    items = draw(len(users))
     while True:
-        codes = users * n_cols + items
-        clash = np.isin(codes, seen)
+        clash = np.isin(users * n_cols + items, seen)
         if not clash.any():
             return items
-        items[clash] = rng.integers(1, n_cols, size=int(clash.sum()))
+        items[clash] = draw(int(clash.sum()))
 
 
-def build_examples(events: EventLog, spec: LabelSpec, negatives: int = 1, seed: int = 0) -> Examples:
-    """Every logged event as an example (plus `negatives` sampled negatives per event for `sampled` labels).
+def negative_weights(events: EventLog, sampling: str) -> np.ndarray | None:
+    """Item weights for drawing negatives: None (uniform), or each item's number of training events
+    ("popularity": negatives as hard as what a popularity-aware first stage proposes)."""
+    if sampling == "uniform":
+        return None
+    data = events.dataset
+    return np.bincount(data.items[data.split == TRAIN], minlength=data.n_items + 1).astype(np.float64)
+
+
+def build_examples(
+    events: EventLog, spec: LabelSpec, negatives: int = 1, seed: int = 0, sampling: str = "uniform"
+) -> Examples:
+    """Every logged event as an example (plus `negatives` sampled negatives per event for `sampled` labels,
+    drawn uniformly or by training popularity, see `negative_weights`).
 
     Events without a value cannot be labelled by a value comparison: they are left out as examples
     (counted in a warning) but still appear in later histories.
@@ -303,7 +330,7 @@ def build_examples(events: EventLog, spec: LabelSpec, negatives: int = 1, seed: 
     users = np.repeat(events.users, negatives)
     negative = Examples(
         users,
-        sample_unseen(events, users, rng),
+        sample_unseen(events, users, rng, negative_weights(events, sampling)),
         np.repeat(events.history_end, negatives),
         np.zeros(len(users), dtype=np.int8),
         np.repeat(data.split, negatives),
@@ -329,6 +356,9 @@ class ClassifierConfig(BaseModel):
     max_length: int = Field(128, ge=8, description="token budget of one (history, candidate) pair")
     history: int = Field(10, ge=0, description="most recent earlier events shown per example")
     negatives: int = Field(1, ge=1, description="sampled negatives per logged event (label 'sampled')")
+    negative_sampling: Literal["uniform", "popularity"] = Field(
+        "uniform", description="how negatives are drawn: uniformly, or in proportion to training events"
+    )
     max_train_examples: int | None = Field(4000, ge=1, description="seeded subsample for the cross-encoder")
     max_valid_examples: int = Field(1000, ge=0, description="seeded validation subsample; 0: no early stopping")
     max_test_examples: int | None = Field(None, ge=1, description="seeded test subsample; None: all")
@@ -826,7 +856,7 @@ class ExampleSets:
 def example_sets(events: EventLog, config: ClassifierConfig) -> ExampleSets:
     """Split the examples and draw the seeded subsamples (each from its own random stream)."""
     spec = parse_label(config.label)
-    examples = build_examples(events, spec, config.negatives, config.seed)
+    examples = build_examples(events, spec, config.negatives, config.seed, config.negative_sampling)
     train, valid, test = (examples.of_split(code) for code in (TRAIN, VALID, TEST))
     if not len(train) or not len(test):
         raise DataError(

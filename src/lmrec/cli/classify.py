@@ -32,6 +32,10 @@ def train(
     max_seconds: float = typer.Option(None, "--max-seconds", help="Time budget of the cross-encoder stage."),
     max_length: int = typer.Option(128, "--max-length", help="Token budget of one history + candidate pair."),
     history: int = typer.Option(10, "--history", help="Most recent earlier events shown per example."),
+    negatives: int = typer.Option(1, "--negatives", min=1, help="Sampled negatives per event (label 'sampled')."),
+    negative_sampling: str = typer.Option(
+        "uniform", "--negative-sampling", help="uniform, or popularity (in proportion to training events)."
+    ),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     lr: float = typer.Option(None, "--lr", help="Encoder learning rate (default 1e-3 lora, 5e-5 full)."),
     seed: int = typer.Option(0, "--seed"),
@@ -54,6 +58,8 @@ def train(
         max_seconds=max_seconds,
         max_length=max_length,
         history=history,
+        negatives=negatives,
+        negative_sampling=negative_sampling,
         batch_size=batch_size,
         lr=lr,
         seed=seed,
