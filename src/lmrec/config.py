@@ -34,6 +34,7 @@ class TrainConfig(_Strict):
     negatives: int = Field(256, ge=1)
     window_stride: int | None = Field(None, ge=1)
     user_fraction: float = Field(1.0, gt=0, le=1, description="train on a seeded share of the users' sequences")
+    freeze: list[str] = Field([], description="parameter-name prefixes kept frozen, e.g. [blocks, pos_emb]")
     patience: int = Field(10, ge=1)
     eval_every: int = Field(1, ge=1)
     max_seconds: float | None = None

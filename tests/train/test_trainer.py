@@ -88,3 +88,21 @@ def test_a_run_refuses_another_preparation(cyclic_dataset: Path, make_prepared, 
     other = make_prepared(tmp_path / "other", [[1, 2, 3, 4], [2, 3, 4, 5]], 5)
     with pytest.raises(RunError, match="another dataset preparation"):
         api.Recommender.load(tmp_path / "r", data=other)
+
+
+def test_frozen_parameters_stay_as_they_were(cyclic_dataset: Path, tmp_path: Path) -> None:
+    import torch
+
+    first = api.train(cyclic_dataset, tmp_path / "a", model="sasrec", overrides=[*FAST, "train.epochs=1"])
+    assert first["epochs"] == 1
+    start = RunDir(tmp_path / "a").path / "model" / "model.pt"
+    tuned = tmp_path / "b"
+    api.train(
+        cyclic_dataset, tuned, model="sasrec", init=start, overrides=[*FAST, "train.epochs=2", "train.freeze=[blocks]"]
+    )
+    before = torch.load(start, weights_only=False)["state_dict"]
+    after = torch.load(tuned / "model" / "model.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("blocks."))
+    assert not torch.equal(before["item_emb.weight"], after["item_emb.weight"])
+    with pytest.raises(ConfigError, match="names no parameter"):
+        api.train(cyclic_dataset, tmp_path / "c", model="sasrec", overrides=[*FAST, "train.freeze=[blockz]"])

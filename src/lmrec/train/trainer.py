@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from lmrec.config import RunConfig
 from lmrec.data.dataset import PreparedDataset
-from lmrec.errors import DataError, RunError
+from lmrec.errors import ConfigError, DataError, RunError
 from lmrec.evaluate.evaluator import Evaluator
 from lmrec.models.base import SequentialRecommender, build_model
 from lmrec.registry.run import RunDir
@@ -69,6 +69,19 @@ def lr_lambda(schedule: str, warmup: int, total: int):
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def freeze_parameters(model: torch.nn.Module, prefixes: list[str]) -> None:
+    """Keep every parameter whose name starts with one of `prefixes` out of training (e.g. the Transformer
+    after `--init`, to fine-tune only the text adapter); a prefix that names no parameter is an error."""
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in prefixes:
+        if not any(name.startswith(prefix) for name in names):
+            tops = sorted({name.split(".")[0] for name in names})
+            raise ConfigError(f"train.freeze: {prefix!r} names no parameter of this model; its modules are {tops}.")
+    for name, param in model.named_parameters():
+        if any(name.startswith(prefix) for prefix in prefixes):
+            param.requires_grad_(False)
 
 
 class Trainer:
@@ -134,6 +147,7 @@ class Trainer:
         self.model.objective = make_objective(
             cfg.loss, self.dataset.n_items, cfg.negatives, self._popularity(), self.generator
         )
+        freeze_parameters(self.model, cfg.freeze)
         params = [p for p in self.model.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
