@@ -53,21 +53,19 @@ def among_cold_ndcg(run: Path, dataset: PreparedDataset, cold: np.ndarray) -> np
     model = api.Recommender.load(run, data=dataset.path).model.eval()
     evaluator = Evaluator(dataset, "test", mask_history=True)
     targets = evaluator.targets
-    wanted = np.flatnonzero(cold[targets.item])
-    out = []
+    ids = np.arange(dataset.n_items + 1)
+    ranks = []
     with torch.inference_mode():
-        for start in range(0, len(wanted), 256):
-            rows = wanted[start : start + 256]
-            picked = [evaluator.histories(slice(r, r + 1), model.max_len) for r in rows]
-            for (history, length), r in zip(picked, rows, strict=True):
-                scores = model.score_all(torch.from_numpy(history), torch.from_numpy(length))[0].numpy()
-                _, seen = evaluator.seen(slice(r, r + 1))
-                rankable = cold.copy()
-                rankable[seen] = False
-                item = targets.item[r]
-                better = (scores > scores[item]) | ((scores == scores[item]) & (np.arange(len(scores)) < item))
-                out.append(int((better & rankable).sum()))
-    return ndcg_at_k(np.asarray(out), 10)
+        for row in np.flatnonzero(cold[targets.item]):
+            one = slice(row, row + 1)
+            history, length = evaluator.histories(one, model.max_len)
+            scores = model.score_all(torch.from_numpy(history), torch.from_numpy(length))[0].numpy()
+            rankable = cold.copy()
+            rankable[evaluator.seen(one)[1]] = False
+            item = targets.item[row]
+            better = (scores > scores[item]) | ((scores == scores[item]) & (ids < item))
+            ranks.append(int((better & rankable).sum()))
+    return ndcg_at_k(np.asarray(ranks), 10)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Shared test fixtures: the real MovieLens-100K folder and a tiny CSV writer."""
+"""Shared test fixtures: the real MovieLens-100K folder, a tiny CSV writer, a tiny BERT, and the CLI run in-process."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from lmrec.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,3 +67,19 @@ def make_tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Pa
         return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), words, max_positions)
 
     return make
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[[list[str]], tuple[int, str, str]]:
+    """Run the CLI with `argv`, returning (exit code, stdout, stderr)."""
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        try:
+            main(argv)
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

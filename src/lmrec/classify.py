@@ -286,10 +286,12 @@ def sample_unseen(
             "for them; use uniform negatives or leave that user out."
         )
 
+    probabilities = None if weights is None else weights / weights.sum()
+
     def draw(n: int) -> np.ndarray:
-        if weights is None:
+        if probabilities is None:
             return rng.integers(1, n_cols, size=n)
-        return rng.choice(n_cols, size=n, p=weights / weights.sum())
+        return rng.choice(n_cols, size=n, p=probabilities)
 
     items = draw(len(users))
     while True:
@@ -760,7 +762,8 @@ def fit_encoder(clf: Classifier, train: Examples, valid: Examples, progress: boo
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = steps_per_epoch * config.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, config.warmup))
-    valid_texts = clf.example_texts(valid) if len(valid) else None
+    # Validation inputs are rendered once: the bias terms, and so the history features, are frozen here.
+    valid_texts = (*clf.example_texts(valid), clf.features(valid)) if len(valid) else None
     initial = _valid_scores(valid, clf.bias_probabilities(valid)) if len(valid) else {"valid_logloss": math.nan}
     best = {"step": 0, "logloss": initial["valid_logloss"]}
     best_state = trainable_state(model)
@@ -825,7 +828,7 @@ def _train_step(clf: Classifier, batches: _Batches, rows: np.ndarray, optimizer:
 def _check(
     clf: Classifier,
     valid: Examples,
-    texts: tuple[list[str], list[str]],
+    inputs: tuple[list[str], list[str], np.ndarray],
     losses: list[float],
     checks: list[dict[str, float]],
     best: dict[str, float],
@@ -834,7 +837,8 @@ def _check(
     """Evaluate on validation; keep the state when its log-loss is the best so far."""
     step = len(losses)
     since = len(losses) - (int(checks[-1]["step"]) if checks else 0)
-    probs, _ = clf.predict_texts(texts[0], texts[1], valid.user, valid.item, clf.features(valid))
+    histories, candidates, features = inputs
+    probs, _ = clf.predict_texts(histories, candidates, valid.user, valid.item, features)
     scores = _valid_scores(valid, probs)
     logloss = scores["valid_logloss"]
     checks.append({"step": step, "train_loss": float(np.mean(losses[-since:])), **scores})

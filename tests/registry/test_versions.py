@@ -24,16 +24,6 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root / "a", root / "b"
 
 
-def run_cli(argv: list[str], capsys) -> tuple[int, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out + err
-
-
 def test_add_promote_rollback(runs: tuple[Path, Path], tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "reg")
     assert registry.versions() == [] and registry.promoted() is None
@@ -69,19 +59,23 @@ def test_unfinished_runs_and_corrupt_indexes_are_refused(runs: tuple[Path, Path]
         registry.versions()
 
 
-def test_registry_cli(runs: tuple[Path, Path], tmp_path: Path, capsys, monkeypatch) -> None:
+def test_registry_cli(runs: tuple[Path, Path], tmp_path: Path, run_cli, monkeypatch) -> None:
+    def cli(argv: list[str]) -> tuple[int, str]:
+        code, out, err = run_cli(argv)
+        return code, out + err
+
     monkeypatch.setenv("LMREC_REGISTRY", str(tmp_path / "env-reg"))
-    code, out = run_cli(["registry", "list"], capsys)
+    code, out = cli(["registry", "list"])
     assert code == 0 and "no versions yet" in out
-    assert run_cli(["registry", "add", str(runs[0]), "--promote"], capsys)[0] == 0
-    code, out = run_cli(["registry", "add", str(runs[1])], capsys)
+    assert cli(["registry", "add", str(runs[0]), "--promote"])[0] == 0
+    code, out = cli(["registry", "add", str(runs[1])])
     assert code == 0 and "added version 2" in out
-    code, out = run_cli(["registry", "promote", "2"], capsys)
+    code, out = cli(["registry", "promote", "2"])
     assert code == 0 and "promoted version 2" in out
-    code, out = run_cli(["registry", "list"], capsys)
+    code, out = cli(["registry", "list"])
     assert code == 0 and "promoted" in out and "hr@10" in out
-    code, out = run_cli(["registry", "rollback"], capsys)
+    code, out = cli(["registry", "rollback"])
     assert code == 0 and "rolled back to version 1" in out
     assert ModelRegistry(tmp_path / "env-reg").promoted().version == 1
-    code, out = run_cli(["registry", "promote", "9", "--registry", str(tmp_path / "env-reg")], capsys)
+    code, out = cli(["registry", "promote", "9", "--registry", str(tmp_path / "env-reg")])
     assert code == 1 and "version 9 is not in registry" in out
