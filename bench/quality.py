@@ -16,14 +16,13 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from lmrec import api
 from lmrec.data.dataset import PreparedDataset
 from lmrec.evaluate.evaluator import EvalResult
-from lmrec.evaluate.stats import bootstrap_ci, paired_test, pooled_deltas
+from lmrec.evaluate.stats import bootstrap_ci, paired_test, pooled_deltas, seed_averaged
 from lmrec.registry.run import RunDir
 
 ROOT = Path(__file__).resolve().parent
@@ -106,14 +105,14 @@ def train_seeds(model: str, data: Path, protocol: str, seeds: int, work: Path, e
 
 
 def summarise(runs: list[Path]) -> dict:
-    """Median and seed-pooled 95% bootstrap interval of each metric, plus timing medians."""
+    """Median and 95% bootstrap interval (users resampled with their seed-averaged value) of each metric,
+    plus timing medians."""
     metrics = [RunDir(r).metrics() for r in runs]
     out: dict = {"valid": {}, "test": {}}
     for split in ("valid", "test"):
         results = [EvalResult.load(RunDir(r).ranks_file(split)) for r in runs]
         for name in METRICS:
-            pooled = np.concatenate([res.per_example(name) for res in results])
-            ci = bootstrap_ci(pooled)
+            ci = bootstrap_ci(seed_averaged(results, name))
             out[split][name] = {
                 "median": statistics.median(m[split][name] for m in metrics),
                 "ci95": [ci.low, ci.high],

@@ -21,6 +21,7 @@ from lmrec.evaluate.stats import (
     paired_deltas,
     paired_test,
     pooled_deltas,
+    seed_averaged,
 )
 from lmrec.evaluate.tables import comparison_table, metrics_table
 
@@ -125,6 +126,16 @@ def test_pooling_over_seeds_concatenates_deltas() -> None:
     assert pooled.shape == (600,)
     np.testing.assert_allclose(pooled[200:400], paired_deltas(*pairs[1], "ndcg@10"))
     assert paired_test(pooled).p_value < 0.01
+
+
+def test_seed_averaging_resamples_targets_not_seed_target_pairs() -> None:
+    first, second = make_result(np.array([0, 9, 30])), make_result(np.array([2, 9, 0]))
+    averaged = seed_averaged([first, second], "hr@10")
+    np.testing.assert_allclose(averaged, [1.0, 1.0, 0.5])
+    with pytest.raises(RunError, match="targets"):
+        seed_averaged([first, make_result(np.array([0, 1]))], "hr@10")
+    with pytest.raises(ValueError, match="at least one"):
+        seed_averaged([], "hr@10")
 
 
 def test_metrics_table_shows_intervals() -> None:

@@ -37,6 +37,7 @@ from lmrec.evaluate.stats import (
     paired_deltas,
     paired_test,
     pooled_deltas,
+    seed_averaged,
 )
 from lmrec.evaluate.tables import comparison_table, is_per_example, metrics_table
 
@@ -79,6 +80,7 @@ __all__ = [
     "recall",
     "recall_at_k",
     "roc_auc",
+    "seed_averaged",
 ]
 
 callable_package(__name__, "evaluate")

@@ -147,6 +147,20 @@ def pooled_deltas(pairs: Sequence[tuple[EvalResult, EvalResult]], metric: str) -
     return np.concatenate([paired_deltas(first, second, metric) for first, second in pairs])
 
 
+def seed_averaged(results: Sequence[EvalResult], metric: str) -> np.ndarray:
+    """Per-target `metric` averaged over several seeds' results on the same targets.
+
+    Seeds share their targets, so resampling targets with their seed-averaged value gives the interval of
+    the seed-averaged mean; concatenating the seeds would treat each (seed, target) as independent and
+    make the interval too narrow.
+    """
+    if not results:
+        raise ValueError("averaging over seeds needs at least one result")
+    for other in results[1:]:
+        check_same_targets(results[0], other)
+    return np.mean([result.per_example(metric) for result in results], axis=0)
+
+
 def compare(
     first: EvalResult,
     second: EvalResult,
