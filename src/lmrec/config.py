@@ -75,9 +75,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise ConfigError(
-                f"override {pair!r} is not of the form section.key=value (e.g. model.hidden=128)."
-            )
+            raise ConfigError(f"override {pair!r} is not of the form section.key=value (e.g. model.hidden=128).")
         node = nested
         parts = key.strip().split(".")
         for part in parts[:-1]:

@@ -24,8 +24,9 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_train_evaluate_compare_recommend(prepared: Path, tmp_path: Path, run_cli) -> None:
     sas, pop = tmp_path / "sas", tmp_path / "pop"
-    code, out, err = run_cli(["train", str(prepared), "--model", "sasrec", "--out", str(sas), *TINY,
-                          "--set", "model.hidden=16"])
+    code, out, err = run_cli(
+        ["train", str(prepared), "--model", "sasrec", "--out", str(sas), *TINY, "--set", "model.hidden=16"]
+    )
     assert code == 0, err
     metrics = json.loads((sas / "metrics.json").read_text())
     assert metrics["model"] == "sasrec" and metrics["epochs"] == 2
@@ -56,8 +57,9 @@ def test_train_evaluate_compare_recommend(prepared: Path, tmp_path: Path, run_cl
 def test_user_errors_are_one_sentence(prepared: Path, tmp_path: Path, run_cli) -> None:
     code, _, err = run_cli(["train", str(prepared), "--model", "nope", "--out", str(tmp_path / "x")])
     assert code == 1 and "known models" in err and "Traceback" not in err
-    code, _, err = run_cli(["train", str(prepared), "--model", "sasrec", "--out", str(tmp_path / "y"),
-                        "--set", "model.layerz=3"])
+    code, _, err = run_cli(
+        ["train", str(prepared), "--model", "sasrec", "--out", str(tmp_path / "y"), "--set", "model.layerz=3"]
+    )
     assert code == 1 and "model.layerz" in err
     code, _, err = run_cli(["train", str(tmp_path / "nothing"), "--model", "pop", "--out", str(tmp_path / "z")])
     assert code == 1 and "not a prepared dataset" in err

@@ -42,9 +42,7 @@ def write_dataset(root: Path, sequences: list[list[tuple[int, int]]], n_items: i
         root / "interactions.parquet",
     )
     pq.write_table(
-        pa.table(
-            {"user_idx": list(range(len(sequences))), "user_id": [f"u{u}" for u in range(len(sequences))]}
-        ),
+        pa.table({"user_idx": list(range(len(sequences))), "user_id": [f"u{u}" for u in range(len(sequences))]}),
         root / "users.parquet",
     )
     pq.write_table(
@@ -78,9 +76,7 @@ class FixedScores(SequentialRecommender):
         self.calls: list[tuple[Tensor, Tensor, bool, bool]] = []
 
     def score_all(self, history: Tensor, lengths: Tensor) -> Tensor:
-        self.calls.append(
-            (history.clone(), lengths.clone(), self.training, torch.is_inference_mode_enabled())
-        )
+        self.calls.append((history.clone(), lengths.clone(), self.training, torch.is_inference_mode_enabled()))
         return self.scores.expand(history.shape[0], -1).clone()
 
 
@@ -238,9 +234,7 @@ def test_sampled_negatives_are_named_apart_and_exclude_target_and_history(datase
 
 
 def test_popularity_sampling_skips_items_never_trained_on(dataset: PreparedDataset) -> None:
-    negatives = Evaluator(
-        dataset, ks=[1], sampled_negatives=1, sampling="popularity", mask_history=False
-    ).negatives
+    negatives = Evaluator(dataset, ks=[1], sampled_negatives=1, sampling="popularity", mask_history=False).negatives
     assert negatives is not None
     assert set(negatives.ravel().tolist()) <= {1, 2, 3, 5}  # items with training events
     with pytest.raises(ValueError, match="cannot sample"):

@@ -27,9 +27,7 @@ def test_scores_cover_items_only_with_padding_column_masked(right_aligned) -> No
 def test_history_longer_than_max_len_keeps_the_most_recent(right_aligned) -> None:
     model = make(max_len=3).eval()
     long = right_aligned([[1, 2, 3, 4, 5, 6]], 6)
-    assert torch.equal(
-        model.score_all(long, torch.tensor([6])), model.score_all(long[:, -3:], torch.tensor([3]))
-    )
+    assert torch.equal(model.score_all(long, torch.tensor([6])), model.score_all(long[:, -3:], torch.tensor([3])))
 
 
 def test_left_padding_does_not_change_scores(right_aligned, left_pad) -> None:

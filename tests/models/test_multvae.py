@@ -16,9 +16,7 @@ def make(**params) -> MultVAE:
 
 def groups_batch(right_aligned) -> Batch:
     """Users who consume whole groups {1, 2, 3}, {4, 5, 6}, {7, 8, 9}, in every order."""
-    rows = [
-        [a, b, c] for g in (1, 4, 7) for a, b, c in [(g, g + 1, g + 2), (g + 2, g, g + 1), (g + 1, g + 2, g)]
-    ]
+    rows = [[a, b, c] for g in (1, 4, 7) for a, b, c in [(g, g + 1, g + 2), (g + 2, g, g + 1), (g + 1, g + 2, g)]]
     items = right_aligned(rows * 4, 4)
     return Batch(items=items, fresh=items > 0, users=torch.arange(items.shape[0]))
 

@@ -48,9 +48,7 @@ def test_counts_survive_a_state_dict_round_trip(right_aligned) -> None:
     restored = build_model("pop", N, {})
     restored.load_state_dict(model.state_dict())
     history = right_aligned([[1]], 1)
-    assert torch.equal(
-        restored.score_all(history, torch.tensor([1])), model.score_all(history, torch.tensor([1]))
-    )
+    assert torch.equal(restored.score_all(history, torch.tensor([1])), model.score_all(history, torch.tensor([1])))
 
 
 def test_unknown_config_key_is_named() -> None:

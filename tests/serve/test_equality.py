@@ -20,9 +20,7 @@ def cli_items(run: Path, user: str, k: int, capsys) -> list[str]:
 
 
 @pytest.mark.parametrize("exclude_seen", [None, False])
-def test_cli_api_and_service_agree(
-    tiny_run: Path, client: TestClient, capsys, exclude_seen: bool | None
-) -> None:
+def test_cli_api_and_service_agree(tiny_run: Path, client: TestClient, capsys, exclude_seen: bool | None) -> None:
     recommender = lmrec.Recommender.load(tiny_run)
     for user in [str(u) for u in recommender.dataset.user_ids[:5]]:
         options = {} if exclude_seen is None else {"exclude_seen": exclude_seen}

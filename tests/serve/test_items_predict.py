@@ -21,9 +21,7 @@ def lmrec_run(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_items_added_by_text_are_recommendable_at_once(
-    lmrec_run: Path, make_client: Callable[..., TestClient]
-) -> None:
+def test_items_added_by_text_are_recommendable_at_once(lmrec_run: Path, make_client: Callable[..., TestClient]) -> None:
     client = make_client(source=lmrec_run)
     dataset = client.app.state.service.engine.dataset
     user = str(dataset.user_ids[0])

@@ -37,7 +37,10 @@ def test_pretrain_then_fine_tune_with_init(make_prepared, tmp_path: Path) -> Non
     metrics = api.pretrain([source], tmp_path / "pre", overrides=[*FAST, "train.epochs=2"])
     assert metrics["epochs"] == 2 and 0 <= metrics["valid"]["ndcg@10"] <= 1
     tuned = api.train(
-        target, tmp_path / "tuned", model="lmrec", init=tmp_path / "pre",
+        target,
+        tmp_path / "tuned",
+        model="lmrec",
+        init=tmp_path / "pre",
         overrides=["train.epochs=1", "train.user_fraction=0.5", "model.use_id=false"],
     )
     assert tuned["init"]["loaded"] > 10

@@ -15,9 +15,7 @@ FAST = ["model.hidden=32", "model.max_len=8", "train.batch_size=16", "train.lr=0
 
 
 def test_sasrec_learns_the_cycle(cyclic_dataset: Path, tmp_path: Path) -> None:
-    metrics = api.train(
-        cyclic_dataset, tmp_path / "run", model="sasrec", overrides=[*FAST, "train.epochs=25"]
-    )
+    metrics = api.train(cyclic_dataset, tmp_path / "run", model="sasrec", overrides=[*FAST, "train.epochs=25"])
     assert metrics["test"]["hr@1"] > 0.9
     assert metrics["epochs"] >= 1 and metrics["train_seconds"] > 0
     run = RunDir(tmp_path / "run")
@@ -51,9 +49,7 @@ def test_same_seed_same_metrics_and_resume_matches(cyclic_dataset: Path, tmp_pat
     # A run stopped after 2 of 4 epochs and resumed ends exactly where the uninterrupted run did.
     cfg = (tmp_path / "c" / "config.yaml").read_text().replace("epochs: 2", "epochs: 4")
     (tmp_path / "c" / "config.yaml").write_text(cfg)
-    c = api.train(
-        cyclic_dataset, tmp_path / "c", config_file=tmp_path / "c" / "config.yaml", seed=1, resume=True
-    )
+    c = api.train(cyclic_dataset, tmp_path / "c", config_file=tmp_path / "c" / "config.yaml", seed=1, resume=True)
     assert c["epochs"] == 4
     assert c["test"] == a["test"]
 

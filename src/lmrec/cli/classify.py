@@ -110,7 +110,7 @@ def evaluate(
 
 
 def _cell(interval, signed: bool) -> str:
-    """"mean [low, high]", with signs for differences."""
+    """The interval as "mean [low, high]", with signs for differences."""
     if signed:
         return f"{interval.mean:+.4f} [{interval.low:+.3f}, {interval.high:+.3f}]"
     return str(interval)

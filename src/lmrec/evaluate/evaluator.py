@@ -240,8 +240,7 @@ class Evaluator:
             if (eligible < n).any():
                 short = rows.start + int(np.argmax(eligible < n))
                 raise ValueError(
-                    f"cannot sample {n} negatives: target {short} has only "
-                    f"{int(eligible.min())} eligible items"
+                    f"cannot sample {n} negatives: target {short} has only {int(eligible.min())} eligible items"
                 )
             negatives[rows] = np.sort(np.argpartition(-keys, n - 1, axis=1)[:, :n] + 1, axis=1)
         return negatives

@@ -225,9 +225,7 @@ def log_loss(y_true: np.ndarray, y_prob: np.ndarray, eps: float = 1e-7) -> float
     return float(-np.where(labels, np.log(probs), np.log1p(-probs)).mean())
 
 
-def classification_metrics(
-    y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5
-) -> dict[str, float]:
+def classification_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """Accuracy, precision, recall, F1 (at `threshold`), AUC and log-loss of predicted probabilities."""
     return {
         "accuracy": accuracy(y_true, y_prob, threshold),

@@ -36,8 +36,7 @@ def _cell(result: EvalResult, metric: str, n_resamples: int, level: float, seed:
 def _caption(result: EvalResult, n_resamples: int, level: float) -> str:
     """How the numbers were made: protocol, number of targets and the interval method."""
     return (
-        f"{result.protocol}; {len(result)} targets; "
-        f"{level:.0%} percentile bootstrap intervals, {n_resamples} resamples"
+        f"{result.protocol}; {len(result)} targets; {level:.0%} percentile bootstrap intervals, {n_resamples} resamples"
     )
 
 

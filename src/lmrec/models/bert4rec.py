@@ -102,9 +102,7 @@ class BERT4Rec(SequentialRecommender):
         self.emb_norm = nn.LayerNorm(config.hidden)
         self.emb_drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
-        self.head = nn.Sequential(
-            nn.Linear(config.hidden, config.hidden), nn.GELU(), nn.LayerNorm(config.hidden)
-        )
+        self.head = nn.Sequential(nn.Linear(config.hidden, config.hidden), nn.GELU(), nn.LayerNorm(config.hidden))
         self.out_bias = nn.Parameter(torch.zeros(n_items + 1))
         self.apply(self._init_weights)
 
@@ -193,9 +191,7 @@ class BERT4Rec(SequentialRecommender):
             states, attentions = self._encode(inputs, need_weights=True)
             query = self._query(states[:, -1])
             scores = (query[:, None, :] * self.output_embeddings()[items.clone()]).sum(-1)  # [B, K]
-            relevance = torch.stack(
-                [self._rollout(scores[:, k].sum(), attentions) for k in range(items.shape[1])], 1
-            )
+            relevance = torch.stack([self._rollout(scores[:, k].sum(), attentions) for k in range(items.shape[1])], 1)
         weights = relevance[:, :, :-1] * (inputs[:, None, :-1] > 0)
         weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-12)
         return F.pad(weights, (history.shape[1] - weights.shape[-1], 0))

@@ -57,9 +57,7 @@ class RunDir:
     def info(self) -> dict[str, Any]:
         """The run's record of its dataset and model."""
         if not self.info_file.is_file():
-            raise RunError(
-                f"{self.path} is not an lmrec run directory (no run.json); train one with `lmrec train`."
-            )
+            raise RunError(f"{self.path} is not an lmrec run directory (no run.json); train one with `lmrec train`.")
         return json.loads(self.info_file.read_text())
 
     def config(self) -> RunConfig:
@@ -96,8 +94,7 @@ class RunDir:
             model.load_state_dict(state["state_dict"])
         except RuntimeError as exc:
             raise RunError(
-                f"checkpoint {self.model_file} does not fit model {state['model']}: "
-                f"{str(exc).splitlines()[0]}"
+                f"checkpoint {self.model_file} does not fit model {state['model']}: {str(exc).splitlines()[0]}"
             ) from None
         model.eval()
         return model

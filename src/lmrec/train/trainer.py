@@ -114,8 +114,7 @@ class Trainer:
         )
         if self.model.trainable and len(self.windows) == 0:
             raise DataError(
-                f"dataset {dataset.path} has no user with two or more training events; "
-                "it is too small for this split."
+                f"dataset {dataset.path} has no user with two or more training events; it is too small for this split."
             )
         self.state = TrainState()
         self._validator: Evaluator | None = None
