@@ -166,7 +166,7 @@ def render(report: dict) -> Table:
             f"[dim]{ref.get('train_seconds', '')}[/dim]",
             "",
         )
-    table.caption = "* best by validation NDCG@10; intervals: 95% bootstrap over users, each with its seed-averaged value"
+    table.caption = "* best by validation NDCG@10; intervals: 95% bootstrap over users, seed-averaged per user"
     return table
 
 

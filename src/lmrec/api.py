@@ -239,6 +239,8 @@ def evaluate(
     With `rerank` (a behaviour-classifier run on the same prepared dataset), each target's first-stage
     top `rerank_top` is re-ordered by the classifier's probability before the metrics are computed.
     """
+    if rerank is not None and sampled_negatives is not None:
+        raise ConfigError("re-ranking re-orders a full ranking's top; drop the sampled negatives to use it.")
     recommender = Recommender.load(run, data=data)
     config = recommender.config.eval
     ks = ks or config.ks

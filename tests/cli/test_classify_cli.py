@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from lmrec import api
 from lmrec.cli import main
 
 WORDS = ["view", "click", "purchase", "books", "electronics", "atlas", "charger", "router", ";", "|", "—", "1"]
@@ -59,6 +60,33 @@ def test_train_evaluate_predict(prepared: Path, tiny_bert: Path, tmp_path: Path,
                         "--max-valid-examples", "0", "--overwrite"])  # fmt: skip
     assert code == 0, err
     assert json.loads((out / "metrics.json").read_text())["examples"]["test_used"] == 50
+
+
+def test_evaluate_and_recommend_rerank_with_a_classifier(prepared: Path, tiny_bert: Path, tmp_path: Path, run_cli):
+    first, clf = tmp_path / "pop", tmp_path / "clf"
+    assert run_cli(["train", str(prepared), "--model", "pop", "--out", str(first)])[0] == 0
+    code, _, err = run_cli(["classify", "train", str(prepared), "--label", "sampled", "--out", str(clf),
+                            "--encoder", str(tiny_bert), *FAST, "--epochs", "1", "--max-valid-examples", "0",
+                            "--max-test-examples", "20"])  # fmt: skip
+    assert code == 0, err
+    code, stdout, err = run_cli(["evaluate", str(first), "--k", "5,10", "--rerank", str(clf), "--rerank-top", "5"])
+    assert code == 0, err
+    assert "re-ranked by" in stdout
+    plain = api.evaluate(first, ks=[5, 10])
+    reranked = api.evaluate(first, ks=[5, 10], rerank=clf, rerank_top=5)
+    assert f"{reranked.metrics['ndcg@5']:.4f}" in stdout
+    # re-ordering the top 5 keeps its set: HR@5 and every rank outside it are unchanged
+    assert reranked.metrics["hr@5"] == plain.metrics["hr@5"]
+    outside = plain.ranks >= 5
+    assert (reranked.ranks[outside] == plain.ranks[outside]).all()
+    assert sorted(reranked.topk[0, :5].tolist()) == sorted(plain.topk[0, :5].tolist())
+
+    user = pq.read_table(prepared / "users.parquet").column("user_id").to_pylist()[0]
+    code, stdout, err = run_cli(["recommend", str(first), "--user", user, "--k", "3", "--rerank", str(clf)])
+    assert code == 0, err
+    assert "p(behaviour)" in stdout
+    code, _, err = run_cli(["evaluate", str(first), "--rerank", str(clf), "--sampled-negatives", "10"])
+    assert code == 1 and "drop the sampled negatives" in err
 
 
 @pytest.mark.parametrize(

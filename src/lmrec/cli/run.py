@@ -111,8 +111,20 @@ def evaluate(
     from lmrec import api
     from lmrec.evaluate.tables import metrics_table
 
-    result = api.evaluate(run, split=split, ks=_ks(k), mask_history=mask_history, data=data, sampled_negatives=sampled)
-    console.print(metrics_table(result, title=f"{run} — {split} ({len(result)} targets)"))
+    result = api.evaluate(
+        run,
+        split=split,
+        ks=_ks(k),
+        mask_history=mask_history,
+        data=data,
+        sampled_negatives=sampled,
+        rerank=rerank,
+        rerank_top=rerank_top,
+    )
+    title = f"{run} — {split} ({len(result)} targets)"
+    if rerank is not None:
+        title += f", top {rerank_top} re-ranked by {rerank}"
+    console.print(metrics_table(result, title=title))
 
 
 def compare(
