@@ -365,6 +365,18 @@ def test_rerank_orders_candidates_by_probability(tiny_bert: Path, events: classi
     assert sorted(ordered[1].tolist()) == sorted(candidates[1].tolist())
 
 
+def test_blended_rerank_order_moves_from_the_first_stage_to_the_classifier() -> None:
+    candidates = np.array([[5, 6, 7, 0]])
+    first = np.array([[3.0, 2.0, 1.0, 0.0]])
+    probs = np.array([[0.1, 0.5, 0.9, 0.0]])
+    order = lambda *args: candidates[0, classify.rerank_order(candidates, probs, *args)[0]].tolist()  # noqa: E731
+    assert order() == [7, 6, 5, 0]  # probability alone
+    assert order(first, 0.0) == [5, 6, 7, 0]  # the first stage's order
+    # keys 3 - 2.197w, 2, 1 + 2.197w: below w = 0.455 the first stage's order holds, above it the classifier's
+    assert order(first, 0.4) == [5, 6, 7, 0]
+    assert order(first, 0.5) == [7, 6, 5, 0]
+
+
 def test_predict_user_uses_the_full_history(tiny_bert: Path, events: classify.EventLog) -> None:
     clf = classify.build_classifier(config(tiny_bert), events)
     data = events.dataset

@@ -14,7 +14,7 @@ import torch
 from lmrec.config import EXCLUDE_SEEN_DEFAULT, RunConfig, build_config
 from lmrec.data.dataset import PreparedDataset
 from lmrec.errors import ConfigError, DataError, RunError
-from lmrec.evaluate.evaluator import EvalResult
+from lmrec.evaluate.evaluator import EvalResult, Evaluator
 from lmrec.evaluate.evaluator import evaluate as evaluate_model
 from lmrec.models.base import SequentialRecommender, build_model
 from lmrec.registry.run import RunDir
@@ -233,11 +233,13 @@ def evaluate(
     sampled_negatives: int | None = None,
     rerank: str | Path | None = None,
     rerank_top: int = 20,
+    rerank_weight: float | None = None,
 ) -> EvalResult:
     """Evaluate a run's best model on a split of its dataset: full ranking, or against sampled negatives.
 
     With `rerank` (a behaviour-classifier run on the same prepared dataset), each target's first-stage
-    top `rerank_top` is re-ordered by the classifier's probability before the metrics are computed.
+    top `rerank_top` is re-ordered before the metrics are computed: by the classifier's probability, or,
+    with `rerank_weight`, by the first stage's score plus that weight times the classifier's log-odds.
     """
     if rerank is not None and sampled_negatives is not None:
         raise ConfigError("re-ranking re-orders a full ranking's top; drop the sampled negatives to use it.")
@@ -261,8 +263,26 @@ def evaluate(
     histories, rows = classifier_histories(classifier, recommender.dataset, result.users, result.positions)
     from lmrec.classify import rerank as reorder
 
-    reordered, _ = reorder(classifier, result.users, histories, result.topk[:, :rerank_top], rows)
+    candidates = result.topk[:, :rerank_top]
+    first = None if rerank_weight is None else first_stage_scores(recommender, split, candidates)
+    reordered, _ = reorder(
+        classifier, result.users, histories, candidates, rows, first_stage=first, weight=rerank_weight or 0.0
+    )
     return rerank_result(result, reordered)
+
+
+def first_stage_scores(recommender: Recommender, split: str, candidates: np.ndarray, batch: int = 256) -> np.ndarray:
+    """[N, K] scores the run's model gives to `candidates` of each target of `split` (the evaluator's order)."""
+    evaluator = Evaluator(recommender.dataset, split, ks=(1,))
+    model = recommender.model.eval()
+    out = np.zeros(candidates.shape, dtype=np.float64)
+    with torch.inference_mode():
+        for start in range(0, len(candidates), batch):
+            rows = slice(start, min(start + batch, len(candidates)))
+            history, lengths = evaluator.histories(rows, model.max_len)
+            scores = model.score_all(torch.from_numpy(history), torch.from_numpy(lengths)).double().numpy()
+            out[rows] = np.take_along_axis(scores, candidates[rows], 1)
+    return out
 
 
 def load_reranker(run: str | Path, dataset: PreparedDataset):
@@ -336,8 +356,10 @@ class Recommender:
         reranker: Any = None,
         rerank_top: int = 20,
         user: int = -1,
+        rerank_weight: float | None = None,
     ) -> list[Recommendation]:
-        """Top-k items after a sequence of item indices, optionally re-ranked by a behaviour classifier."""
+        """Top-k items after a sequence of item indices, optionally re-ranked by a behaviour classifier
+        (by its probability, or with `rerank_weight` by score + weight x log-odds, as in `evaluate`)."""
         window = history[-self.model.max_len :]
         tensor = torch.as_tensor(window, dtype=torch.long)[None]
         lengths = torch.tensor([len(window)])
@@ -350,7 +372,7 @@ class Recommender:
         items, values = top.indices.numpy(), top.values.numpy()
         probabilities = None
         if reranker is not None:
-            items, probabilities = self._rerank(reranker, history, items, user)
+            items, probabilities = self._rerank(reranker, history, items, user, values, rerank_weight)
             values = scores.numpy()[items]
         items, values = items[:k], values[:k]
         because = self._explain(tensor, lengths, torch.as_tensor(items)[None]) if explain else None
@@ -365,14 +387,19 @@ class Recommender:
             for j, (item, score) in enumerate(zip(items, values, strict=True))
         ]
 
-    def _rerank(self, reranker: Any, history: np.ndarray, items: np.ndarray, user: int):
+    def _rerank(
+        self, reranker: Any, history: np.ndarray, items: np.ndarray, user: int, scores: np.ndarray, weight: float | None
+    ):
         from lmrec.classify import rerank
 
         size = reranker.config.history
         recent = np.zeros((1, size), dtype=np.int64)
         tail = history[-size:]
         recent[0, size - len(tail) :] = tail
-        reordered, probabilities = rerank(reranker, np.array([user]), recent, items[None])
+        first = None if weight is None else scores[None]
+        reordered, probabilities = rerank(
+            reranker, np.array([user]), recent, items[None], first_stage=first, weight=weight or 0.0
+        )
         return reordered[0], probabilities[0]
 
     def recommend(
@@ -383,6 +410,7 @@ class Recommender:
         explain: bool = False,
         reranker: Any = None,
         rerank_top: int = 20,
+        rerank_weight: float | None = None,
     ) -> list[Recommendation]:
         """Top-k items for a known user from their whole history (re-ranked when a classifier is given)."""
         return self.recommend_history(
@@ -393,6 +421,7 @@ class Recommender:
             reranker=reranker,
             rerank_top=rerank_top,
             user=self.dataset.user_index[str(user_id)],
+            rerank_weight=rerank_weight,
         )
 
     def title_of(self, item_id: str) -> str:

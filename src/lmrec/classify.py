@@ -1210,9 +1210,31 @@ def rerank(
     candidates: np.ndarray,
     rows: np.ndarray | None = None,
     progress: bool = False,
+    first_stage: np.ndarray | None = None,
+    weight: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(candidates [B, K] reordered by classifier probability, their probabilities); padding goes last."""
+    """(candidates [B, K] reordered, their probabilities); padding goes last.
+
+    Without `first_stage` the order is the classifier's probability alone. With it ([B, K] first-stage
+    scores of the candidates, e.g. next-item logits), the order is `first_stage + weight * logit(p)`.
+    """
+    candidates = np.asarray(candidates)
     probs = rerank_probabilities(clf, users, histories, candidates, rows, progress)
-    keys = np.where(np.asarray(candidates) > 0, probs, -np.inf)
-    order = np.argsort(-keys, axis=1, kind="stable")
-    return np.take_along_axis(np.asarray(candidates), order, 1), np.take_along_axis(probs, order, 1)
+    order = rerank_order(candidates, probs, first_stage, weight)
+    return np.take_along_axis(candidates, order, 1), np.take_along_axis(probs, order, 1)
+
+
+def rerank_order(
+    candidates: np.ndarray, probs: np.ndarray, first_stage: np.ndarray | None = None, weight: float = 1.0
+) -> np.ndarray:
+    """[B, K] positions of the candidates in re-ranked order: by probability alone, or by first-stage
+    score + weight x log-odds. With next-item logits as the first stage and weight 1 this multiplies the
+    first stage's probability by the classifier's odds (a product of experts); weight 0 keeps the first
+    stage's order. Padding candidates (0) go last; ties keep the given order."""
+    if first_stage is None:
+        keys = np.asarray(probs, dtype=np.float64)
+    else:
+        clipped = np.clip(probs, 1e-7, 1 - 1e-7)
+        keys = np.asarray(first_stage, dtype=np.float64) + weight * (np.log(clipped) - np.log1p(-clipped))
+    keys = np.where(np.asarray(candidates) > 0, keys, -np.inf)
+    return np.argsort(-keys, axis=1, kind="stable")

@@ -80,9 +80,16 @@ def test_evaluate_and_recommend_rerank_with_a_classifier(prepared: Path, tiny_be
     outside = plain.ranks >= 5
     assert (reranked.ranks[outside] == plain.ranks[outside]).all()
     assert sorted(reranked.topk[0, :5].tolist()) == sorted(plain.topk[0, :5].tolist())
+    # weight 0 on the classifier's log-odds keeps the first stage's order exactly
+    kept = api.evaluate(first, ks=[5, 10], rerank=clf, rerank_top=5, rerank_weight=0.0)
+    assert (kept.ranks == plain.ranks).all() and (kept.topk == plain.topk).all()
+    code, stdout, err = run_cli(["evaluate", str(first), "--rerank", str(clf), "--rerank-weight", "0.5"])
+    assert code == 0, err
+    assert "0.5 x log-odds" in stdout
 
     user = pq.read_table(prepared / "users.parquet").column("user_id").to_pylist()[0]
-    code, stdout, err = run_cli(["recommend", str(first), "--user", user, "--k", "3", "--rerank", str(clf)])
+    code, stdout, err = run_cli(["recommend", str(first), "--user", user, "--k", "3", "--rerank", str(clf),
+                                 "--rerank-weight", "1"])  # fmt: skip
     assert code == 0, err
     assert "p(behaviour)" in stdout
     code, _, err = run_cli(["evaluate", str(first), "--rerank", str(clf), "--sampled-negatives", "10"])

@@ -106,6 +106,9 @@ def evaluate(
     ),
     rerank: Path = typer.Option(None, "--rerank", help="A behaviour-classifier run that re-orders the top."),
     rerank_top: int = typer.Option(20, "--rerank-top", min=1, help="How many first-stage items to re-order."),
+    rerank_weight: float = typer.Option(
+        None, "--rerank-weight", help="Order by first-stage score + W x the classifier's log-odds (default: p alone)."
+    ),
 ) -> None:
     """Full-ranking metrics of a run with 95% bootstrap intervals."""
     from lmrec import api
@@ -120,10 +123,12 @@ def evaluate(
         sampled_negatives=sampled,
         rerank=rerank,
         rerank_top=rerank_top,
+        rerank_weight=rerank_weight,
     )
     title = f"{run} — {split} ({len(result)} targets)"
     if rerank is not None:
         title += f", top {rerank_top} re-ranked by {rerank}"
+        title += f" (first-stage score + {rerank_weight:g} x log-odds)" if rerank_weight is not None else ""
     console.print(metrics_table(result, title=title))
 
 
@@ -154,6 +159,9 @@ def recommend(
     data: Path = typer.Option(None, "--data", help="The prepared dataset, if it moved."),
     rerank: Path = typer.Option(None, "--rerank", help="A behaviour-classifier run that re-orders the top."),
     rerank_top: int = typer.Option(20, "--rerank-top", min=1, help="How many first-stage items to re-order."),
+    rerank_weight: float = typer.Option(
+        None, "--rerank-weight", help="Order by first-stage score + W x the classifier's log-odds (default: p alone)."
+    ),
 ) -> None:
     """Top-k items for a user (original ids, with titles), or for all users into a Parquet file."""
     from lmrec import api
@@ -172,7 +180,13 @@ def recommend(
         raise LmrecError(f"model {recommender.model.name} cannot explain its recommendations; drop --explain.")
     reranker = api.load_reranker(rerank, recommender.dataset) if rerank else None
     recs = recommender.recommend(
-        user, k=k, exclude_seen=exclude_seen, explain=explain, reranker=reranker, rerank_top=rerank_top
+        user,
+        k=k,
+        exclude_seen=exclude_seen,
+        explain=explain,
+        reranker=reranker,
+        rerank_top=rerank_top,
+        rerank_weight=rerank_weight,
     )
     table = Table(title=f"top {k} for user {user} ({RunDir(run).info()['model']})")
     columns = ("#", "item", "title", "score", *(("p(behaviour)",) if reranker else ()))
