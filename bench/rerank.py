@@ -33,6 +33,7 @@ from lmrec.evaluate.evaluator import EvalResult
 from lmrec.evaluate.rerank import rerank_result
 from lmrec.evaluate.stats import paired_test, pooled_deltas
 from lmrec.registry.run import RunDir
+from lmrec.runtime import configure_threads
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
@@ -97,6 +98,7 @@ def reranked(scores: dict, weight: float | None) -> EvalResult:
 def main() -> None:
     args = parse_args()
     started = time.time()
+    configure_threads(None)
     data_dir = Path(os.environ.get("LMREC_DATA_DIR", ROOT.parent.parent / "shared" / "data"))
     data = prepared("L", data_dir, args.work)
     runs = train_seeds("sasrec", data, "L", args.seeds, args.work, [])
