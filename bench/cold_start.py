@@ -44,24 +44,19 @@ def cold_items(dataset: PreparedDataset) -> np.ndarray:
     return np.asarray([False, *dataset.item_table.column("cold").to_pylist()])
 
 
-def cold_targets(dataset: PreparedDataset, result: EvalResult) -> np.ndarray:
-    """Mask of the examples whose target item is cold."""
-    return cold_items(dataset)[result.items]
-
-
 def among_cold_ndcg(
-    run: Path, dataset: PreparedDataset, cold: np.ndarray, first: np.ndarray | None = None
-) -> np.ndarray:
+    run: Path, dataset: PreparedDataset, cold: np.ndarray, priors: list[np.ndarray]
+) -> list[np.ndarray]:
     """Per-target NDCG@10 of the cold targets when only the cold items are candidates (the baseline's
     candidate set): how well the model orders the cold items, apart from how it places them among warm ones.
-    With `first` ([n_items + 1] numbers), items are ordered by it first and by the model within equal
-    values. History items are masked as in the main evaluation; ties go to the lower item id."""
+    One array per prior ([n_items + 1] numbers): items are ordered by the prior first and by the model
+    within equal values (a constant prior leaves the model's order). The model scores each target once.
+    History items are masked as in the main evaluation; ties go to the lower item id."""
     model = api.Recommender.load(run, data=dataset.path).model.eval()
     evaluator = Evaluator(dataset, "test", mask_history=True)
     targets = evaluator.targets
     ids = np.arange(dataset.n_items + 1)
-    first = np.zeros(dataset.n_items + 1) if first is None else first
-    ranks = []
+    ranks: list[list[int]] = [[] for _ in priors]
     with torch.inference_mode():
         for row in np.flatnonzero(cold[targets.item]):
             one = slice(row, row + 1)
@@ -71,9 +66,10 @@ def among_cold_ndcg(
             rankable[evaluator.seen(one)[1]] = False
             item = targets.item[row]
             by_model = (scores > scores[item]) | ((scores == scores[item]) & (ids < item))
-            better = (first > first[item]) | ((first == first[item]) & by_model)
-            ranks.append(int((better & rankable).sum()))
-    return ndcg_at_k(np.asarray(ranks), 10)
+            for prior, out in zip(priors, ranks, strict=True):
+                better = (prior > prior[item]) | ((prior == prior[item]) & by_model)
+                out.append(int((better & rankable).sum()))
+    return [ndcg_at_k(np.asarray(r), 10) for r in ranks]
 
 
 def interval(mean: float, bounds: list[float]) -> str:
@@ -100,20 +96,21 @@ def main() -> None:
     started = time.time()
     data = args.work / "ml-100k-cold"
     dataset = api.prepare("ml-100k", data, split="cold-items", cutoff=0.8)
-    n_cold = int(np.sum(dataset.item_table.column("cold").to_numpy(zero_copy_only=False)))
+    cold = cold_items(dataset)
+    n_cold = int(cold.sum())
     baseline = random_ranking_ndcg(n_cold)
+    years = release_years(dataset)
+    priors = [np.zeros(dataset.n_items + 1), *([years] if years is not None else [])]
     rows = {}
     for model in args.models.split(","):
         run = args.work / f"cold-{model}-s{args.seed}"
         if not (run / "metrics.json").is_file():
             api.train(data, run, model=model, seed=args.seed, overwrite=True, overrides=args.set)
         result = EvalResult.load(RunDir(run).ranks_file("test"))
-        mask = cold_targets(dataset, result)
-        per_example = ndcg_at_k(result.ranks[mask], 10)
-        ci = bootstrap_ci(per_example)
-        among = bootstrap_ci(among_cold_ndcg(run, dataset, cold_items(dataset)))
-        years = release_years(dataset)
-        newest = bootstrap_ci(among_cold_ndcg(run, dataset, cold_items(dataset), years)) if years is not None else None
+        mask = cold[result.items]
+        ci = bootstrap_ci(ndcg_at_k(result.ranks[mask], 10))
+        among, *newest_first = [bootstrap_ci(ndcg) for ndcg in among_cold_ndcg(run, dataset, cold, priors)]
+        newest = newest_first[0] if newest_first else None
         rows[model] = {
             "ndcg@10": ci.mean,
             "ci95": [ci.low, ci.high],

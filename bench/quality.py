@@ -22,7 +22,7 @@ from rich.table import Table
 from lmrec import api
 from lmrec.data.dataset import PreparedDataset
 from lmrec.evaluate.evaluator import EvalResult
-from lmrec.evaluate.stats import bootstrap_ci, paired_test, pooled_deltas, seed_averaged
+from lmrec.evaluate.stats import bootstrap_ci, paired_test, seed_averaged, seed_averaged_deltas
 from lmrec.registry.run import RunDir
 
 ROOT = Path(__file__).resolve().parent
@@ -134,10 +134,7 @@ def paired(runs: dict[str, list[Path]], best: str) -> dict:
             (EvalResult.load(RunDir(a).ranks_file("test")), EvalResult.load(RunDir(b).ranks_file("test")))
             for a, b in zip(model_runs, runs[best], strict=True)
         ]
-        # Average each user's delta over the seeds before resampling users: seeds share their targets,
-        # so treating (seed, user) pairs as independent would make the interval too narrow.
-        deltas = pooled_deltas(pairs, "ndcg@10").reshape(len(pairs), -1).mean(axis=0)
-        test = paired_test(deltas)
+        test = paired_test(seed_averaged_deltas(pairs, "ndcg@10"))
         out[f"{best}_vs_{name}"] = {"delta_ndcg@10": test.delta, "delta_ndcg@10_ci95": [test.low, test.high]}
     return out
 

@@ -29,9 +29,9 @@ from rich.console import Console
 from rich.table import Table
 
 from lmrec import api, classify
-from lmrec.evaluate.evaluator import EvalResult
+from lmrec.evaluate.evaluator import EvalResult, Evaluator
 from lmrec.evaluate.rerank import rerank_result
-from lmrec.evaluate.stats import paired_test, pooled_deltas
+from lmrec.evaluate.stats import paired_test, seed_averaged_deltas
 from lmrec.registry.run import RunDir
 from lmrec.runtime import configure_threads
 
@@ -73,7 +73,8 @@ def candidate_scores(run: Path, reranker: Path, split: str, top: int, cache: Pat
     """First-stage result, top-`top` candidates, their first-stage logits and the classifier's probabilities
     (the probabilities, the costly part, are cached)."""
     recommender = api.Recommender.load(run)
-    result = api.evaluate(run, split=split, ks=[10, top])
+    evaluator = Evaluator(recommender.dataset, split, [10, top], mask_history=recommender.config.eval.mask_history)
+    result = evaluator(recommender.model)
     candidates = result.topk[:, :top]
     path = cache / f"{run.name}-{split}-top{top}.npz"
     if path.is_file():
@@ -84,14 +85,13 @@ def candidate_scores(run: Path, reranker: Path, split: str, top: int, cache: Pat
         probs = classify.rerank_probabilities(classifier, result.users, histories, candidates, rows)
         cache.mkdir(parents=True, exist_ok=True)
         np.savez(path, probs=probs)
-    first = api.first_stage_scores(recommender, split, candidates)
+    first = evaluator.candidate_scores(recommender.model, candidates)
     return {"result": result, "candidates": candidates, "probs": probs, "first": first}
 
 
 def reranked(scores: dict, weight: float | None) -> EvalResult:
     """The first stage's result with its top re-ordered (weight None: by the classifier's probability)."""
-    first = None if weight is None else scores["first"]
-    order = classify.rerank_order(scores["candidates"], scores["probs"], first, weight or 0.0)
+    order = classify.rerank_order(scores["candidates"], scores["probs"], scores["first"], weight)
     return rerank_result(scores["result"], np.take_along_axis(scores["candidates"], order, 1))
 
 
@@ -123,8 +123,7 @@ def main() -> None:
             for metric in ("ndcg@10", "hr@10")
         }
         if stage != "sasrec":
-            pairs = list(zip(stages["sasrec"], results, strict=True))
-            paired = paired_test(pooled_deltas(pairs, "ndcg@10").reshape(len(pairs), -1).mean(axis=0))
+            paired = paired_test(seed_averaged_deltas(list(zip(stages["sasrec"], results, strict=True)), "ndcg@10"))
             deltas[stage] = {"delta_ndcg@10": paired.delta, "ci95": [paired.low, paired.high]}
     classifier_metrics = RunDir(reranker).metrics()
     report = {

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from lmrec import api
 from lmrec.evaluate.evaluator import EvalResult
-from lmrec.evaluate.stats import bootstrap_ci, paired_test, seed_averaged
+from lmrec.evaluate.stats import bootstrap_ci, paired_test, seed_averaged, seed_averaged_deltas
 from lmrec.registry.run import RunDir
 
 ROOT = Path(__file__).resolve().parent
@@ -59,27 +59,29 @@ def split_catalogue(source: Path, work: Path, seed: int) -> tuple[Path, Path]:
     return folders[0], folders[1]
 
 
+def saved_test_result(run: Path) -> EvalResult:
+    """A finished run's saved test evaluation."""
+    return EvalResult.load(RunDir(run).ranks_file("test"))
+
+
 def summary(runs: list[Path]) -> dict:
     """Median test NDCG@10 over seeds, the interval of the seed-averaged mean, and per-seed figures."""
-    results = [EvalResult.load(RunDir(run).ranks_file("test")) for run in runs]
+    results = [saved_test_result(run) for run in runs]
+    metrics = [RunDir(run).metrics() for run in runs]
     ci = bootstrap_ci(seed_averaged(results, "ndcg@10"))
-    per_seed = [RunDir(run).metrics()["test"]["ndcg@10"] for run in runs]
+    per_seed = [m["test"]["ndcg@10"] for m in metrics]
     return {
         "ndcg@10": statistics.median(per_seed),
         "ci95": [ci.low, ci.high],
         "per_seed": per_seed,
-        "train_seconds": statistics.median(RunDir(run).metrics()["train_seconds"] for run in runs),
+        "train_seconds": statistics.median(m["train_seconds"] for m in metrics),
     }
 
 
 def paired_gain(pretrained: list[Path], scratch: list[Path]) -> dict:
     """Paired bootstrap of per-user ΔNDCG@10 (pre-trained − scratch), each user's delta averaged over seeds."""
-    deltas = [
-        EvalResult.load(RunDir(p).ranks_file("test")).per_example("ndcg@10")
-        - EvalResult.load(RunDir(s).ranks_file("test")).per_example("ndcg@10")
-        for p, s in zip(pretrained, scratch, strict=True)
-    ]
-    test = paired_test(np.mean(deltas, axis=0))
+    pairs = [(saved_test_result(s), saved_test_result(p)) for p, s in zip(pretrained, scratch, strict=True)]
+    test = paired_test(seed_averaged_deltas(pairs, "ndcg@10"))
     return {"delta_ndcg@10": test.delta, "ci95": [test.low, test.high]}
 
 

@@ -246,8 +246,7 @@ def evaluate(
     recommender = Recommender.load(run, data=data)
     config = recommender.config.eval
     ks = ks or config.ks
-    result = evaluate_model(
-        recommender.model,
+    evaluator = Evaluator(
         recommender.dataset,
         split,
         ks=sorted({*ks, rerank_top}) if rerank else ks,
@@ -255,34 +254,21 @@ def evaluate(
         batch_size=config.batch_size,
         sampled_negatives=sampled_negatives,
     )
+    result = evaluator(recommender.model)
     if rerank is None:
         return result
+    from lmrec.classify import rerank as reorder
     from lmrec.evaluate.rerank import rerank_result
 
     classifier = load_reranker(rerank, recommender.dataset)
     histories, rows = classifier_histories(classifier, recommender.dataset, result.users, result.positions)
-    from lmrec.classify import rerank as reorder
-
     candidates = result.topk[:, :rerank_top]
-    first = None if rerank_weight is None else first_stage_scores(recommender, split, candidates)
+    # The first stage's scores are only needed (one more scoring pass) when the order blends them in.
+    first = None if rerank_weight is None else evaluator.candidate_scores(recommender.model, candidates)
     reordered, _ = reorder(
-        classifier, result.users, histories, candidates, rows, first_stage=first, weight=rerank_weight or 0.0
+        classifier, result.users, histories, candidates, rows, first_stage=first, weight=rerank_weight
     )
     return rerank_result(result, reordered)
-
-
-def first_stage_scores(recommender: Recommender, split: str, candidates: np.ndarray, batch: int = 256) -> np.ndarray:
-    """[N, K] scores the run's model gives to `candidates` of each target of `split` (the evaluator's order)."""
-    evaluator = Evaluator(recommender.dataset, split, ks=(1,))
-    model = recommender.model.eval()
-    out = np.zeros(candidates.shape, dtype=np.float64)
-    with torch.inference_mode():
-        for start in range(0, len(candidates), batch):
-            rows = slice(start, min(start + batch, len(candidates)))
-            history, lengths = evaluator.histories(rows, model.max_len)
-            scores = model.score_all(torch.from_numpy(history), torch.from_numpy(lengths)).double().numpy()
-            out[rows] = np.take_along_axis(scores, candidates[rows], 1)
-    return out
 
 
 def load_reranker(run: str | Path, dataset: PreparedDataset):
@@ -396,9 +382,8 @@ class Recommender:
         recent = np.zeros((1, size), dtype=np.int64)
         tail = history[-size:]
         recent[0, size - len(tail) :] = tail
-        first = None if weight is None else scores[None]
         reordered, probabilities = rerank(
-            reranker, np.array([user]), recent, items[None], first_stage=first, weight=weight or 0.0
+            reranker, np.array([user]), recent, items[None], first_stage=scores[None], weight=weight
         )
         return reordered[0], probabilities[0]
 

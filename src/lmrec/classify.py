@@ -1211,12 +1211,12 @@ def rerank(
     rows: np.ndarray | None = None,
     progress: bool = False,
     first_stage: np.ndarray | None = None,
-    weight: float = 1.0,
+    weight: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(candidates [B, K] reordered, their probabilities); padding goes last.
 
-    Without `first_stage` the order is the classifier's probability alone. With it ([B, K] first-stage
-    scores of the candidates, e.g. next-item logits), the order is `first_stage + weight * logit(p)`.
+    Without `weight` the order is the classifier's probability alone; with it, `first_stage + weight *
+    logit(p)`, where `first_stage` holds the candidates' [B, K] first-stage scores (e.g. next-item logits).
     """
     candidates = np.asarray(candidates)
     probs = rerank_probabilities(clf, users, histories, candidates, rows, progress)
@@ -1225,14 +1225,16 @@ def rerank(
 
 
 def rerank_order(
-    candidates: np.ndarray, probs: np.ndarray, first_stage: np.ndarray | None = None, weight: float = 1.0
+    candidates: np.ndarray, probs: np.ndarray, first_stage: np.ndarray | None = None, weight: float | None = None
 ) -> np.ndarray:
-    """[B, K] positions of the candidates in re-ranked order: by probability alone, or by first-stage
-    score + weight x log-odds. With next-item logits as the first stage and weight 1 this multiplies the
-    first stage's probability by the classifier's odds (a product of experts); weight 0 keeps the first
-    stage's order. Padding candidates (0) go last; ties keep the given order."""
-    if first_stage is None:
+    """[B, K] positions of the candidates in re-ranked order: by probability alone (no `weight`), or by
+    first-stage score + weight x log-odds. With next-item logits as the first stage and weight 1 this
+    multiplies the first stage's probability by the classifier's odds (a product of experts); weight 0
+    keeps the first stage's order. Padding candidates (0) go last; ties keep the given order."""
+    if weight is None:
         keys = np.asarray(probs, dtype=np.float64)
+    elif first_stage is None:
+        raise ValueError("blending with a weight needs the candidates' first-stage scores")
     else:
         clipped = np.clip(probs, 1e-7, 1 - 1e-7)
         keys = np.asarray(first_stage, dtype=np.float64) + weight * (np.log(clipped) - np.log1p(-clipped))

@@ -38,6 +38,7 @@ from lmrec.evaluate.stats import (
     paired_test,
     pooled_deltas,
     seed_averaged,
+    seed_averaged_deltas,
 )
 from lmrec.evaluate.tables import comparison_table, is_per_example, metrics_table
 
@@ -81,6 +82,7 @@ __all__ = [
     "recall_at_k",
     "roc_auc",
     "seed_averaged",
+    "seed_averaged_deltas",
 ]
 
 callable_package(__name__, "evaluate")

@@ -245,8 +245,8 @@ class Evaluator:
             negatives[rows] = np.sort(np.argpartition(-keys, n - 1, axis=1)[:, :n] + 1, axis=1)
         return negatives
 
-    def _keys(self, model: SequentialRecommender, rows: slice, device: torch.device) -> Tensor:
-        """Ranking keys of all items for the targets in `rows`; padding and masked items sink to the end."""
+    def _scores(self, model: SequentialRecommender, rows: slice, device: torch.device) -> Tensor:
+        """The model's scores `[b, n_items + 1]` of all items for the targets in `rows`, checked."""
         history, lengths = self.histories(rows, model.max_len)
         scores = model.score_all(torch.from_numpy(history).to(device), torch.from_numpy(lengths).to(device))
         expected = (history.shape[0], self.dataset.n_items + 1)
@@ -255,7 +255,11 @@ class Evaluator:
             raise ValueError(f"{name}.score_all returned shape {tuple(scores.shape)}, expected {expected}")
         if bool(torch.isnan(scores).any()):
             raise ValueError(f"{type(model).__name__}.score_all returned NaN scores")
-        keys = ranking_keys(scores)
+        return scores
+
+    def _keys(self, model: SequentialRecommender, rows: slice, device: torch.device) -> Tensor:
+        """Ranking keys of all items for the targets in `rows`; padding and masked items sink to the end."""
+        keys = ranking_keys(self._scores(model, rows, device))
         keys[:, 0] = _MASKED
         if self.mask_history:
             row, items = self.seen(rows)
@@ -298,6 +302,22 @@ class Evaluator:
             sampled_negatives=self.sampled_negatives,
             fingerprint=self.dataset.fingerprint,
         )
+
+    def candidate_scores(self, model: SequentialRecommender, candidates: np.ndarray) -> np.ndarray:
+        """`[N, K]` scores the model gives to `candidates[i]` (item ids) of each target of the split, e.g. a
+        result's top-K for a second stage to blend with."""
+        device = _device(model)
+        out = np.empty(candidates.shape, dtype=np.float64)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                for rows in self._batches():
+                    scores = self._scores(model, rows, device).double().cpu().numpy()
+                    out[rows] = np.take_along_axis(scores, candidates[rows], 1)
+        finally:
+            model.train(was_training)
+        return out
 
     def _metrics(self, ranks: np.ndarray, topk: np.ndarray) -> dict[str, float]:
         """Mean ranking metrics (prefixed when sampled) plus full-ranking coverage and popularity."""

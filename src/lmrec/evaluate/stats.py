@@ -147,6 +147,12 @@ def pooled_deltas(pairs: Sequence[tuple[EvalResult, EvalResult]], metric: str) -
     return np.concatenate([paired_deltas(first, second, metric) for first, second in pairs])
 
 
+def seed_averaged_deltas(pairs: Sequence[tuple[EvalResult, EvalResult]], metric: str) -> np.ndarray:
+    """Per-target `second - first` of `metric`, averaged over seed pairs that all rank the same targets:
+    what a paired test over seeds resamples (see `seed_averaged`)."""
+    return pooled_deltas(pairs, metric).reshape(len(pairs), -1).mean(axis=0)
+
+
 def seed_averaged(results: Sequence[EvalResult], metric: str) -> np.ndarray:
     """Per-target `metric` averaged over several seeds' results on the same targets.
 
