@@ -140,7 +140,7 @@ def pooled_deltas(pairs: Sequence[tuple[EvalResult, EvalResult]], metric: str) -
     """Per-example deltas of several (first, second) seed pairs, concatenated for one pooled test.
 
     The resampling then treats every (seed, target) as independent; when the S pairs all rank the same N
-    targets, `deltas.reshape(S, N).mean(axis=0)` resamples targets with their seed-averaged delta instead.
+    targets, `seed_averaged_deltas` resamples targets with their seed-averaged delta instead.
     """
     if not pairs:
         raise ValueError("pooling needs at least one pair of results")
