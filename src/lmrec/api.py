@@ -11,15 +11,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmrec.config import EXCLUDE_SEEN_DEFAULT, RunConfig, build_config
+from lmrec.atomic import atomic_write_text
+from lmrec.config import EXCLUDE_SEEN_DEFAULT, RunConfig, build_config, dump_config, resume_config
 from lmrec.data.dataset import PreparedDataset
-from lmrec.errors import ConfigError, DataError, RunError
+from lmrec.errors import ConfigError, DataError, Interrupted, RunError
 from lmrec.evaluate.evaluator import EvalResult, Evaluator
 from lmrec.evaluate.evaluator import evaluate as evaluate_model
 from lmrec.models.base import SequentialRecommender, build_model
 from lmrec.registry.run import RunDir
 from lmrec.runtime import configure_threads
-from lmrec.train.trainer import Trainer, peak_rss_mb, seed_everything
+from lmrec.train.trainer import Trainer, TrainState, peak_rss_mb, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -48,35 +49,110 @@ def train(
 
     `init` starts from a pre-trained checkpoint (`lmrec pretrain`, or another run): its architecture
     settings become the defaults, and every weight that does not belong to its catalogue is loaded.
+    `resume` continues the run as it was configured (see `config.resume_config`). Everything is checked
+    before the run folder is touched, and the folder is locked while training so that no second
+    process trains into it.
     """
     dataset = PreparedDataset.load(data)
-    pretrained = load_pretrained(init) if init is not None else None
-    if config is None:
-        base = [f"model.{k}={json.dumps(v)}" for k, v in pretrained["params"].items()] if pretrained else []
-        config = build_config(model or (pretrained or {}).get("model"), config_file, base + list(overrides or []), seed)
     run = RunDir(out)
-    if resume and not run.last_file.is_file():
-        raise RunError(f"cannot resume: {run.path} has no checkpoint yet; start it without --resume.")
-    run.create(overwrite=overwrite, resume=resume)
-    if resume and run.info().get("fingerprint") != dataset.fingerprint:
-        raise RunError(f"run {run.path} was trained on another dataset preparation; it cannot resume on {data}.")
-    run.write_setup(
-        config,
-        {
-            "dataset": str(Path(data).resolve()),
-            "dataset_name": dataset.name,
-            "fingerprint": dataset.fingerprint,
-            "model": config.model_name,
-            "n_items": dataset.n_items,
-        },
-    )
+    run.check_new(overwrite=overwrite, resume=resume)
+    if resume:
+        config, changes = _resume_setup(run, dataset, model, config, config_file, overrides, seed, init)
+        pretrained = None
+    else:
+        pretrained = load_pretrained(init) if init is not None else None
+        if config is None:
+            base = [f"model.{k}={json.dumps(v)}" for k, v in pretrained["params"].items()] if pretrained else []
+            name = model or (pretrained or {}).get("model")
+            config = build_config(name, config_file, base + list(overrides or []), seed)
     configure_threads(config.train.threads)
     seed_everything(config.seed)
     model_ = build_model(config.model_name, dataset.n_items, config.model_params)
     text_summary = attach_item_text(model_, dataset, progress)
     init_summary = transfer_weights(model_, pretrained) if pretrained else None
     trainer = Trainer(dataset, config, run, progress=progress, model=model_)
-    state = trainer.fit(resume=resume)
+    with run.lock():
+        run.create(overwrite=overwrite, resume=resume)
+        if resume:
+            if changes:
+                atomic_write_text(run.config_file, dump_config(config))
+            resumes = [*run.info().get("resumes", []), {"from_epoch": _epochs_done(run), "changed": changes}]
+            run.set_state("running", resumes=resumes)
+        else:
+            run.write_setup(config, _run_info(data, dataset, config, init))
+        try:
+            state = trainer.fit(resume=resume)
+            metrics = _final_metrics(run, dataset, config, state)
+        except Interrupted as exc:
+            exc.message = _keep_interrupted(run, trainer.state.epoch, data)
+            raise
+        except Exception:
+            _keep_failed(run)
+            raise
+        if text_summary:
+            metrics["item_text"] = text_summary
+        if init_summary:
+            metrics["init"] = {"from": str(init), **init_summary}
+        run.write_metrics(metrics)
+        run.set_state("finished", epochs_done=state.epoch)
+    return metrics
+
+
+def _resume_setup(
+    run: RunDir,
+    dataset: PreparedDataset,
+    model: str | None,
+    config: RunConfig | None,
+    config_file: Path | None,
+    overrides: list[str] | None,
+    seed: int | None,
+    init: str | Path | None,
+) -> tuple[RunConfig, dict[str, list[Any]]]:
+    """The saved config of a run to resume, with the changes resuming allows; refuses a different dataset."""
+    info = run.info()
+    if info.get("fingerprint") != dataset.fingerprint:
+        raise RunError(
+            f"run {run.path} was trained on another dataset preparation; it cannot resume on {dataset.path}."
+        )
+    if init is not None and str(Path(init).resolve()) != info.get("init"):
+        raise ConfigError(
+            f"cannot resume with --init {init}: run {run.path} started from {info.get('init') or 'no checkpoint'}, "
+            "and a resumed run continues from its own last checkpoint; drop --init."
+        )
+    if config is not None:
+        return resume_config(run.config(), overrides=_as_overrides(config))
+    return resume_config(run.config(), model, config_file, overrides, seed)
+
+
+def _as_overrides(config: RunConfig) -> list[str]:
+    """A whole config as `section.key=value` overrides (JSON is YAML), to compare it with a saved one."""
+    dumped = config.model_dump(mode="json")
+    return [
+        f"{section}.{k}={json.dumps(v)}" for section in ("model", "train", "eval") for k, v in dumped[section].items()
+    ] + [f"seed={config.seed}"]
+
+
+def _run_info(data: str | Path, dataset: PreparedDataset, config: RunConfig, init: str | Path | None) -> dict[str, Any]:
+    """What run.json records about a new run: its dataset, model and starting checkpoint."""
+    info = {
+        "dataset": str(Path(data).resolve()),
+        "dataset_name": dataset.name,
+        "fingerprint": dataset.fingerprint,
+        "model": config.model_name,
+        "n_items": dataset.n_items,
+    }
+    return {**info, "init": str(Path(init).resolve())} if init is not None else info
+
+
+def _epochs_done(run: RunDir) -> int:
+    """Epochs completed by the run's last checkpoint (0 without one)."""
+    if not run.last_file.is_file():
+        return 0
+    return int(run.load_checkpoint(run.last_file).get("trainer", {}).get("epoch", 0))
+
+
+def _final_metrics(run: RunDir, dataset: PreparedDataset, config: RunConfig, state: TrainState) -> dict[str, Any]:
+    """Evaluate the run's best checkpoint on valid and test (ranks saved for paired tests): metrics.json."""
     model_ = run.load_model(dataset.fingerprint)
     results = {
         split: evaluate_model(
@@ -91,26 +167,41 @@ def train(
     }
     for split, result in results.items():
         result.save(run.ranks_file(split))
-    epochs = max(1, state.epoch)
-    metrics = {
+    return {
         "model": config.model_name,
         "dataset": dataset.name,
         "valid": results["valid"].metrics,
         "test": results["test"].metrics,
         "epochs": state.epoch,
         "best_epoch": state.best_epoch,
-        "seconds_per_epoch": state.train_seconds / epochs,
+        "stopped_by": state.stopped_by,
+        "seconds_per_epoch": state.train_seconds / max(1, state.epoch),
         "train_seconds": state.train_seconds,
         "peak_rss_mb": peak_rss_mb(),
         "mask_history": config.eval.mask_history,
         "seed": config.seed,
+        "history": state.history,
     }
-    if text_summary:
-        metrics["item_text"] = text_summary
-    if init_summary:
-        metrics["init"] = {"from": str(init), **init_summary}
-    run.write_metrics(metrics)
-    return metrics
+
+
+def _keep_interrupted(run: RunDir, epochs: int, data: str | Path) -> str:
+    """Record an interrupted run (or remove it when no epoch finished) and say what was kept."""
+    if not run.last_file.is_file():
+        run.discard()
+        return f"training interrupted before its first epoch finished; nothing was kept ({run.path} was removed)."
+    run.set_state("interrupted", epochs_done=epochs)
+    return (
+        f"training interrupted after epoch {epochs}; kept {run.last_file} and the best model so far; "
+        f"resume with `lmrec train {data} --out {run.path} --resume`."
+    )
+
+
+def _keep_failed(run: RunDir) -> None:
+    """A run that failed keeps its checkpoints, marked failed; one with nothing to resume is removed."""
+    if run.last_file.is_file():
+        run.set_state("failed", epochs_done=_epochs_done(run))
+    else:
+        run.discard()
 
 
 def load_pretrained(path: str | Path) -> dict[str, Any]:
@@ -158,40 +249,31 @@ def pretrain(
     datasets = [PreparedDataset.load(d) for d in data]
     config = build_config("lmrec", None, [*(overrides or []), "model.use_id=false"], seed)
     run = RunDir(out)
-    run.create(overwrite=overwrite, resume=False)
+    run.check_new(overwrite=overwrite, resume=False)
     configure_threads(config.train.threads)
     seed_everything(config.seed)
     model_ = build_model("lmrec", datasets[0].n_items, config.model_params)
     sources = [(dataset, item_text_table(model_, dataset, progress)[0]) for dataset in datasets]
     trainer = Pretrainer(model_, sources, config, contrastive_weight=contrastive_weight, progress=progress)
-    scores = trainer.fit()
-    run.write_setup(
-        config,
-        {
-            "model": "lmrec",
-            "pretrained_on": [d.name for d in datasets],
-            "datasets": [str(Path(d).resolve()) for d in data],
-        },
-    )
-    state = {k: v for k, v in model_.state_dict().items() if k not in model_.catalogue_keys()}
-    run.save(
-        run.model_file,
-        {
-            "model": "lmrec",
-            "params": config.model_params,
-            "state_dict": state,
-            "pretrained_on": [d.name for d in datasets],
-        },
-    )
+    scores = trainer.fit()  # nothing is written before this returns: an interrupted pre-training leaves no folder
+    names = [d.name for d in datasets]
     metrics = {
         "model": "lmrec",
-        "pretrained_on": [d.name for d in datasets],
+        "pretrained_on": names,
         "valid": scores,
         "epochs": len(trainer.history),
         "train_seconds": trainer.train_seconds,
         "history": trainer.history,
     }
-    run.write_metrics(metrics)
+    state = {k: v for k, v in model_.state_dict().items() if k not in model_.catalogue_keys()}
+    with run.lock():
+        run.create(overwrite=overwrite, resume=False)
+        info = {"model": "lmrec", "pretrained_on": names, "datasets": [str(Path(d).resolve()) for d in data]}
+        run.write_setup(config, info)
+        checkpoint = {"model": "lmrec", "params": config.model_params, "state_dict": state, "pretrained_on": names}
+        run.save(run.model_file, checkpoint)
+        run.write_metrics(metrics)
+        run.set_state("finished", epochs_done=len(trainer.history))
     return metrics
 
 
@@ -324,6 +406,9 @@ class Recommender:
                 f"the dataset of run {run.path} is gone ({dataset_path}); pass the prepared dataset with --data."
             )
         dataset = PreparedDataset.load(dataset_path)
+        note = run.unfinished_note()
+        if note:
+            log.warning(note)
         return cls(run, dataset, run.load_model(dataset.fingerprint), run.config())
 
     def history(self, user_id: str) -> np.ndarray:

@@ -9,9 +9,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from lmrec.runtime import deferred_interrupts
+
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Call `write(fileobj)` on a temp file beside `path`, then atomically replace `path` with it."""
+    with deferred_interrupts():  # Ctrl-C mid-write is raised once the file is whole (or removed)
+        _write_and_replace(path, write)
+
+
+def _write_and_replace(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; give them the usual permissions

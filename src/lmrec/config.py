@@ -15,6 +15,9 @@ EXCLUDE_SEEN_DEFAULT = True
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
+RESUME_MAY_CHANGE = ("train.epochs", "train.max_seconds", "train.threads")
+"""Settings a resumed run may change: how long it trains and on how many threads, never what it learns."""
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -80,8 +83,23 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+            if not isinstance(node, dict):
+                raise ConfigError(
+                    f"override {pair!r} sets a key inside {part!r}, which another override set to a value."
+                )
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {pair}: the value does not parse as YAML ({_yaml_problem(exc)}).") from None
     return nested
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What a YAML parser objected to, with the line and column, in one line."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}".strip()
 
 
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +117,12 @@ def load_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping, with a clear error when the file is missing or not a mapping."""
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist.")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}.") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections (model, train, eval, seed).")
     return data
@@ -130,6 +153,53 @@ def build_config(
     if seed is not None:
         data["seed"] = seed
     return validate_config(data)
+
+
+def resume_config(
+    saved: RunConfig,
+    model: str | None = None,
+    config_file: Path | None = None,
+    overrides: list[str] | None = None,
+    seed: int | None = None,
+) -> tuple[RunConfig, dict[str, list[Any]]]:
+    """The saved config of a run being resumed, with the explicitly asked changes that resuming allows.
+
+    Returns the config and the changes as {key: [saved, new]}. Asking for anything else that differs from
+    the saved config (another model, learning rate, seed...) is refused: a resumed run continues as it was.
+    """
+    asked: dict[str, Any] = load_yaml(config_file) if config_file is not None else {}
+    if model is not None:
+        asked = merge(asked, {"model": {"name": model}})
+    asked = merge(asked, parse_overrides(overrides or []))
+    if seed is not None:
+        asked["seed"] = seed
+    before = saved.model_dump(mode="json")
+    config = validate_config(merge(before, asked))
+    old, new = _flatten(before), _flatten(config.model_dump(mode="json"))
+    changes = {
+        key: [old.get(key), new.get(key)] for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)
+    }
+    refused = [key for key in changes if key not in RESUME_MAY_CHANGE]
+    if refused:
+        key = refused[0]
+        raise ConfigError(
+            f"cannot resume with {key}={changes[key][1]!r}: the run was configured with {key}={changes[key][0]!r}, "
+            f"and a resumed run continues as it was configured (it may change only {', '.join(RESUME_MAY_CHANGE)}); "
+            "start a new run with another --out to train differently."
+        )
+    return config, changes
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1}} as {"train.lr": 1}."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
 
 
 def validate_config(data: dict[str, Any]) -> RunConfig:

@@ -1,8 +1,14 @@
-"""Process-wide runtime settings: thread counts that behave well on small shared machines."""
+"""Process-wide runtime settings: thread counts that behave well on small shared machines, and signals."""
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from lmrec.errors import Interrupted
 
 
 def configure_threads(threads: int | None = None) -> int:
@@ -18,3 +24,53 @@ def configure_threads(threads: int | None = None) -> int:
     n = max(1, n)
     torch.set_num_threads(n)
     return n
+
+
+_critical = {"depth": 0, "pending": 0}
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    """The handler of SIGINT / SIGTERM: raise `Interrupted`, or hold it until a critical section ends."""
+    if _critical["depth"]:
+        _critical["pending"] = _critical["pending"] or signum
+        return
+    raise Interrupted(signum)
+
+
+@contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise `Interrupted` during the block (in the main thread; elsewhere nothing changes).
+
+    Not KeyboardInterrupt: typer turns that into a silent return, and SIGTERM would otherwise kill the
+    process without a word.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold a SIGINT / SIGTERM that arrives during the block and raise it once the block is done.
+
+    Used around writes that must not be cut in half (a checkpoint being serialised), where an exception
+    raised mid-write would surface as the writer's own error instead of the interruption. Signal
+    handlers run in the main thread only, so other threads' writes need no holding.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _critical["depth"] += 1
+    try:
+        yield
+    finally:
+        _critical["depth"] -= 1
+        if not _critical["depth"] and _critical["pending"]:
+            signum, _critical["pending"] = _critical["pending"], 0
+            raise Interrupted(signum)

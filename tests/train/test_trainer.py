@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from lmrec import api
-from lmrec.errors import ConfigError, RunError
+from lmrec.data.dataset import PreparedDataset
+from lmrec.errors import ConfigError, Interrupted, RunError
 from lmrec.registry.run import RunDir
 
 FAST = ["model.hidden=32", "model.max_len=8", "train.batch_size=16", "train.lr=0.01", "eval.ks=[1,10]"]
@@ -102,3 +103,87 @@ def test_frozen_parameters_stay_as_they_were(cyclic_dataset: Path, tmp_path: Pat
     assert not torch.equal(before["item_emb.weight"], after["item_emb.weight"])
     with pytest.raises(ConfigError, match="names no parameter"):
         api.train(cyclic_dataset, tmp_path / "c", model="sasrec", overrides=[*FAST, "train.freeze=[blockz]"])
+
+
+def _interrupt_at_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
+    """Make training receive SIGINT when epoch `epoch` (0-based) starts, as Ctrl-C would mid-run."""
+    import signal
+
+    from lmrec.train.trainer import Trainer
+
+    real = Trainer._epoch
+
+    def epoch_or_interrupt(self, writer) -> None:
+        if self.state.epoch == epoch:
+            raise Interrupted(signal.SIGINT)
+        real(self, writer)
+
+    monkeypatch.setattr(Trainer, "_epoch", epoch_or_interrupt)
+
+
+def test_an_interrupted_run_is_flagged_and_resumes_as_configured(
+    cyclic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    over = [*FAST, "train.epochs=3", "train.patience=100"]
+    _interrupt_at_epoch(monkeypatch, 1)
+    with pytest.raises(Interrupted, match=r"after epoch 1; kept .*last\.pt.*--resume"):
+        api.train(cyclic_dataset, tmp_path / "r", model="sasrec", overrides=over)
+    run = RunDir(tmp_path / "r")
+    assert run.state() == "interrupted" and not run.metrics_file.is_file()
+    assert "was interrupted after 1 epochs" in run.unfinished_note()
+    config_before = run.config_file.read_text()
+    monkeypatch.undo()
+    # No override: the saved train.epochs=3 holds (the default config's 200 epochs would not).
+    metrics = api.train(cyclic_dataset, tmp_path / "r", model="sasrec", resume=True)
+    assert metrics["epochs"] == 3 and run.state() == "finished"
+    assert run.config_file.read_text() == config_before
+    assert json.loads(run.info_file.read_text())["resumes"] == [{"from_epoch": 1, "changed": {}}]
+
+
+def test_resume_refuses_a_contradicting_setting_and_records_an_extension(cyclic_dataset: Path, tmp_path: Path) -> None:
+    api.train(cyclic_dataset, tmp_path / "r", model="sasrec", overrides=[*FAST, "train.epochs=1"])
+    with pytest.raises(ConfigError, match=r"train\.lr=0\.5.*configured with train\.lr=0\.01,"):
+        api.train(cyclic_dataset, tmp_path / "r", overrides=["train.lr=0.5"], resume=True)
+    with pytest.raises(ConfigError, match=r"model\.name='gru4rec'.*model\.name='sasrec'"):
+        api.train(cyclic_dataset, tmp_path / "r", model="gru4rec", resume=True)
+    with pytest.raises(ConfigError, match=r"seed=5"):
+        api.train(cyclic_dataset, tmp_path / "r", seed=5, resume=True)
+    metrics = api.train(cyclic_dataset, tmp_path / "r", overrides=["train.epochs=2"], resume=True)
+    assert metrics["epochs"] == 2
+    run = RunDir(tmp_path / "r")
+    assert run.config().train.epochs == 2
+    assert json.loads(run.info_file.read_text())["resumes"][-1]["changed"] == {"train.epochs": [1, 2]}
+
+
+@pytest.mark.parametrize(
+    ("model", "overrides"),
+    [("nosuch", []), ("sasrec", ["model.hidden=abc"]), ("sasrec", ["train.freeze=[nothing]"])],
+)
+def test_a_failed_start_leaves_no_run_folder(cyclic_dataset: Path, tmp_path: Path, model: str, overrides) -> None:
+    with pytest.raises(ConfigError):
+        api.train(cyclic_dataset, tmp_path / "r", model=model, overrides=[*FAST, *overrides])
+    assert not (tmp_path / "r").exists()
+    api.train(cyclic_dataset, tmp_path / "r", model="pop", overrides=["train.epochs=1"])  # the corrected command
+
+
+def test_a_run_interrupted_before_its_first_epoch_is_removed(
+    cyclic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _interrupt_at_epoch(monkeypatch, 0)
+    with pytest.raises(Interrupted, match="nothing was kept"):
+        api.train(cyclic_dataset, tmp_path / "r", model="sasrec", overrides=FAST)
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_time_budget_does_not_start_an_epoch_that_would_not_fit(cyclic_dataset: Path, tmp_path: Path) -> None:
+    from lmrec.config import build_config
+    from lmrec.train.trainer import Trainer
+
+    config = build_config("sasrec", overrides=[*FAST, "train.max_seconds=10"])
+    trainer = Trainer(PreparedDataset.load(cyclic_dataset), config, RunDir(tmp_path / "r"), progress=False)
+    trainer.state.epoch, trainer.state.train_seconds, trainer._epoch_seconds = 2, 8.0, [4.0, 4.0]
+    assert trainer._stop_reason().startswith("the time budget")
+    trainer.state.train_seconds, trainer._epoch_seconds = 4.0, [2.0, 2.0]
+    assert trainer._stop_reason() == ""
+    trainer.state.epoch = config.train.epochs
+    assert trainer._stop_reason().startswith("the epoch limit")

@@ -8,7 +8,9 @@ import sys
 import typer
 from rich.console import Console
 
-from lmrec.errors import LmrecError
+from lmrec import __version__
+from lmrec.errors import Interrupted, LmrecError
+from lmrec.runtime import signals_interrupt
 
 app = typer.Typer(
     name="lmrec",
@@ -16,43 +18,64 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: readable at 80 columns, option names never cut
 )
 err_console = Console(stderr=True)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"lmrec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Predict what users do next from behaviour logs."""
+
+
 def _register_groups() -> None:
-    from lmrec.cli import data, run
+    from lmrec.cli import classify, data, run, serve
 
     app.add_typer(data.app, name="data", help="Read, clean, sequence and split behaviour logs.")
     run.register(app)
-    from lmrec.cli import classify
-
     app.add_typer(classify.app, name="classify", help="Predict a behaviour (like, click, purchase) per user and item.")
-    from lmrec.cli import serve
-
     serve.register(app)  # `lmrec serve` and the `lmrec registry` group
 
 
+def _command(argv: list[str]) -> str:
+    """The command words of an argument list, e.g. `lmrec data prepare`, for messages."""
+    words = [arg for arg in argv[:2] if not arg.startswith("-")]
+    return " ".join(["lmrec", *words[: 2 if words[:1] in (["data"], ["classify"], ["registry"]) else 1]])
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the command, turning user-facing errors into one sentence and exit code 1."""
+    """Entry point: run the command; user errors are one sentence and exit 1, usage errors the usage and exit 2,
+    SIGINT / SIGTERM one line saying what was kept and exit 130 / 143."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else list(argv)
     _register_groups()
     try:
-        app(args=argv, standalone_mode=False)
+        with signals_interrupt():
+            code = app(args=argv, prog_name="lmrec", standalone_mode=False)
     except LmrecError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
-    except typer.Exit as exc:
+    except Interrupted as exc:
+        err_console.print(f"{_command(argv)}: {exc.message}", highlight=False, soft_wrap=True, markup=False)
         sys.exit(exc.exit_code)
-    except SystemExit:
-        raise
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except KeyboardInterrupt:
+        err_console.print(f"{_command(argv)}: interrupted", highlight=False, markup=False)
+        sys.exit(130)
+    except typer.Abort:
+        err_console.print("aborted", highlight=False, markup=False)
+        sys.exit(1)
+    except typer.TyperException as exc:  # usage errors of typer's bundled click: the usage line and the problem
+        exc.show()
+        sys.exit(exc.exit_code)
+    if isinstance(code, int) and code:  # typer returns an Exit's code in non-standalone mode
+        sys.exit(code)

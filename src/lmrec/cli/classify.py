@@ -28,7 +28,7 @@ def train(
     max_train_examples: int = typer.Option(4000, "--max-train-examples", help="Seeded training subsample."),
     max_test_examples: int = typer.Option(None, "--max-test-examples", help="Seeded test subsample (default all)."),
     max_valid_examples: int = typer.Option(1000, "--max-valid-examples", help="Validation subsample; 0: none."),
-    epochs: int = typer.Option(1, "--epochs", min=1),
+    epochs: int = typer.Option(1, "--epochs", min=1, help="Passes over the training examples."),
     max_seconds: float = typer.Option(None, "--max-seconds", help="Time budget of the cross-encoder stage."),
     max_length: int = typer.Option(128, "--max-length", help="Token budget of one history + candidate pair."),
     history: int = typer.Option(10, "--history", help="Most recent earlier events shown per example."),
@@ -36,9 +36,9 @@ def train(
     negative_sampling: str = typer.Option(
         "uniform", "--negative-sampling", help="uniform, or popularity (in proportion to training events)."
     ),
-    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Examples per training step."),
     lr: float = typer.Option(None, "--lr", help="Encoder learning rate (default 1e-3 lora, 5e-5 full)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Random seed of sampling and training."),
     threads: int = typer.Option(None, "--threads", help="Torch threads (default LMREC_THREADS or 1)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
 ) -> None:
@@ -120,7 +120,7 @@ def _cell(interval, signed: bool) -> str:
 def predict(
     run: Path = typer.Argument(..., help="A classifier run directory."),
     user: str = typer.Option(..., "--user", help="Original user id."),
-    items: list[str] = typer.Option(..., "--item", help="Original item id; repeat for several."),
+    items: list[str] = typer.Option(..., "--item", metavar="ITEM", help="Original item id; repeat for several."),
     data: Path = typer.Option(None, "--data", help="The prepared dataset, if it moved."),
     threads: int = typer.Option(None, "--threads", help="Torch threads (default LMREC_THREADS or 1)."),
 ) -> None:

@@ -11,12 +11,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lmrec.config import EXCLUDE_SEEN_DEFAULT
+from lmrec.config import CONFIG_DIR, EXCLUDE_SEEN_DEFAULT
 from lmrec.errors import LmrecError
 
 console = Console()
 
 MAIN_METRICS = ("hr", "ndcg", "mrr", "recall", "precision", "map")
+SHIPPED_MODELS = sorted(path.stem for path in CONFIG_DIR.glob("*.yaml"))  # one shipped config per built-in model
 
 
 def _ks(text: str) -> list[int]:
@@ -35,18 +36,34 @@ def _main_metrics(result) -> list[str]:
 
 def train(
     data: Path = typer.Argument(..., help="A prepared dataset directory (lmrec data prepare)."),
-    model: str = typer.Option(None, "--model", "-m", help="Model name, e.g. sasrec, gru4rec, bert4rec, pop."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory to create."),
-    config: Path = typer.Option(None, "--config", help="YAML config; default configs/<model>.yaml."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config key: --set model.hidden=128."),
+    model: str = typer.Option(
+        None, "--model", "-m", metavar="NAME", help=f"One of {', '.join(SHIPPED_MODELS)} (default: sasrec)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", metavar="RUN", help="Run directory to create."),
+    config: Path = typer.Option(
+        None,
+        "--config",
+        metavar="FILE",
+        help=f"YAML config replacing the model's shipped one (in {CONFIG_DIR}).",
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", metavar="KEY=VALUE", help="Override a config key, e.g. --set model.hidden=128; repeatable."
+    ),
     seed: int = typer.Option(None, "--seed", help="Random seed (default from the config, 0)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the run's last complete checkpoint."),
-    threads: int = typer.Option(None, "--threads", help="Torch threads (default LMREC_THREADS or 1)."),
-    init: Path = typer.Option(None, "--init", help="Start from a pre-trained checkpoint (lmrec pretrain)."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run from its last checkpoint, as it was configured."
+    ),
+    threads: int = typer.Option(None, "--threads", min=1, help="Torch threads (default LMREC_THREADS or 1)."),
+    init: Path = typer.Option(
+        None, "--init", metavar="CKPT", help="Start from a pre-trained checkpoint (lmrec pretrain)."
+    ),
     inductive: bool = typer.Option(False, "--inductive", help="lmrec without ID embeddings (new catalogues)."),
 ) -> None:
-    """Train a model, evaluate its best checkpoint on valid and test, and write RUN/metrics.json."""
+    """Train a model, evaluate its best checkpoint on valid and test, and write RUN/metrics.json.
+
+    The time budget (train.max_seconds) is checked between epochs: an epoch that would not fit is not started.
+    """
     from lmrec import api
 
     overrides = list(set_) + ([f"train.threads={threads}"] if threads else [])
@@ -71,19 +88,25 @@ def train(
     for split in ("valid", "test"):
         table.add_row(split, *(f"{metrics[split][k]:.4f}" for k in keys))
     console.print(table)
-    console.print(
-        f"{metrics['epochs']} epochs (best {metrics['best_epoch']}), {metrics['train_seconds']:.1f} s training, "
-        f"{metrics['seconds_per_epoch']:.2f} s/epoch, peak RSS {metrics['peak_rss_mb']:.0f} MiB → {out}"
-    )
+    if metrics["best_epoch"] < 0 and metrics["epochs"] == 0:
+        trained = f"no training epochs ({metrics['model']} is fitted from the training events' statistics)"
+    else:
+        trained = (
+            f"{metrics['epochs']} epochs (best epoch {metrics['best_epoch'] + 1}), stopped by {metrics['stopped_by']}, "
+            f"{metrics['train_seconds']:.1f} s training, {metrics['seconds_per_epoch']:.2f} s/epoch"
+        )
+    console.print(f"{trained}, peak RSS {metrics['peak_rss_mb']:.0f} MiB → {out}")
 
 
 def pretrain(
-    data: list[Path] = typer.Argument(..., help="One or more prepared source datasets."),
-    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint directory to create."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config key: --set model.hidden=128."),
-    seed: int = typer.Option(None, "--seed"),
+    data: list[Path] = typer.Argument(..., metavar="DATA...", help="One or more prepared source datasets."),
+    out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Checkpoint directory to create."),
+    set_: list[str] = typer.Option(
+        [], "--set", metavar="KEY=VALUE", help="Override a config key, e.g. --set model.hidden=128; repeatable."
+    ),
+    seed: int = typer.Option(None, "--seed", help="Random seed (default from the config, 0)."),
     contrastive: float = typer.Option(0.1, "--contrastive-weight", help="Weight of the sequence–item loss."),
-    overwrite: bool = typer.Option(False, "--overwrite"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint directory."),
 ) -> None:
     """Pre-train lmrec on source datasets (text only, no IDs), for `lmrec train --model lmrec --init`."""
     from lmrec import api
@@ -133,7 +156,9 @@ def evaluate(
 
 
 def compare(
-    runs: list[Path] = typer.Argument(..., help="Two or more run directories trained on the same data."),
+    runs: list[Path] = typer.Argument(
+        ..., metavar="RUN...", help="Two or more run directories trained on the same data."
+    ),
     split: str = typer.Option("test", "--split", help="test or valid."),
     k: str = typer.Option("10", "--k", help="Cut-offs, comma-separated."),
 ) -> None:
@@ -152,9 +177,11 @@ def recommend(
     run: Path = typer.Argument(..., help="A run directory."),
     user: str = typer.Option(None, "--user", help="Original user id."),
     all_users: bool = typer.Option(False, "--all-users", help="Recommend for every user (batch export)."),
-    k: int = typer.Option(10, "--k", min=1),
+    k: int = typer.Option(10, "--k", min=1, help="How many items to recommend."),
     explain: bool = typer.Option(False, "--explain", help="Show the past events that drove each item."),
-    exclude_seen: bool = typer.Option(EXCLUDE_SEEN_DEFAULT, "--exclude-seen/--include-seen"),
+    exclude_seen: bool = typer.Option(
+        EXCLUDE_SEEN_DEFAULT, "--exclude-seen/--include-seen", help="Leave out items the user already has."
+    ),
     out: Path = typer.Option(None, "--out", help="Parquet file for --all-users."),
     data: Path = typer.Option(None, "--data", help="The prepared dataset, if it moved."),
     rerank: Path = typer.Option(None, "--rerank", help="A behaviour-classifier run that re-orders the top."),

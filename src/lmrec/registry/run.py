@@ -1,24 +1,67 @@
 """A run directory: everything one training run produces, and the loading of its model.
 
-Layout: `config.yaml`, `run.json` (dataset path and fingerprint, model name, catalogue size),
+Layout: `config.yaml`, `run.json` (dataset path and fingerprint, model name, catalogue size, state),
 `model/model.pt` (best weights), `checkpoints/last.pt` (resume state), `logs/` (TensorBoard),
-`metrics.json`, `ranks/<split>.npz` (per-example ranks for paired tests).
+`metrics.json`, `ranks/<split>.npz` (per-example ranks for paired tests), `.lock` (held while training).
+
+Checkpoints are read with `torch.load(weights_only=True)`: a file holding anything but tensors and plain
+values (a pickle payload that would run code) is refused, never executed.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from filelock import FileLock, Timeout
 
 from lmrec import __version__
 from lmrec.atomic import atomic_write, atomic_write_json, atomic_write_text
 from lmrec.config import RunConfig, dump_config, load_yaml, validate_config
 from lmrec.errors import RunError
 from lmrec.models.base import SequentialRecommender, build_model
+
+State = Literal["running", "interrupted", "failed", "finished", "killed"]
+LOCK_NAME = ".lock"
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint dict of tensors and plain values; a missing, corrupt or code-carrying file is a RunError."""
+    if not path.is_file():
+        raise RunError(f"checkpoint {path} does not exist; train the run first with `lmrec train`.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise RunError(
+            f"checkpoint {path} holds objects other than tensors and plain values, which could run code; "
+            "it was refused unread. Use only checkpoints written by lmrec, or retrain the run."
+        ) from None
+    except Exception as exc:
+        raise RunError(
+            f"checkpoint {path} is corrupt or incompatible ({exc.__class__.__name__}); "
+            "retrain the run or restore the file."
+        ) from None
+    if not isinstance(state, dict):
+        raise RunError(f"checkpoint {path} holds a {type(state).__name__}, not an lmrec checkpoint; retrain the run.")
+    return state
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from a run's file, with one sentence when it is unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{path} ({what}) cannot be read: {exc}; restore it or retrain the run.") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path} ({what}) does not hold a JSON object; restore it or retrain the run.")
+    return data
 
 
 class RunDir:
@@ -38,27 +81,100 @@ class RunDir:
         """Per-example ranks of a split, saved for paired tests."""
         return self.path / "ranks" / f"{split}.npz"
 
-    def create(self, overwrite: bool, resume: bool) -> None:
-        """Make the directory; refuse to clobber an existing run unless asked to overwrite or resume."""
-        if self.path.exists() and any(self.path.iterdir()) and not resume:
-            if not overwrite:
-                raise RunError(
-                    f"run directory {self.path} already exists; pass --overwrite to replace it "
-                    "or --resume to continue it."
-                )
-            shutil.rmtree(self.path)
+    def check_new(self, overwrite: bool, resume: bool) -> None:
+        """Refuse to clobber an existing run unless asked to overwrite or resume (checked before any work)."""
+        if resume:
+            if not self.last_file.is_file():
+                raise RunError(f"cannot resume: {self.path} has no checkpoint yet; start it without --resume.")
+        elif self.path.exists() and any(p.name != LOCK_NAME for p in self.path.iterdir()) and not overwrite:
+            raise RunError(
+                f"run directory {self.path} already exists; pass --overwrite to replace it or --resume to continue it."
+            )
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run's lock for the block, so that two trainings never write one run folder at once."""
         self.path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.path / LOCK_NAME, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise RunError(
+                f"run directory {self.path} is in use by another lmrec process (a training of it is running); "
+                "wait for it to finish or stop it first."
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def create(self, overwrite: bool, resume: bool) -> None:
+        """Empty the (locked) directory for a new run, or keep it for a resumed one."""
+        self.check_new(overwrite, resume)
+        if not resume:
+            for child in self.path.iterdir():
+                if child.name != LOCK_NAME:
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+    def discard(self) -> None:
+        """Remove a run that kept nothing worth resuming (it stays locked until the caller releases it)."""
+        for child in self.path.iterdir():
+            if child.name != LOCK_NAME:
+                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+        (self.path / LOCK_NAME).unlink(missing_ok=True)
+        if not any(self.path.iterdir()):
+            self.path.rmdir()
 
     def write_setup(self, config: RunConfig, info: dict[str, Any]) -> None:
-        """Record the config and what the run was trained on."""
+        """Record the config and what the run was trained on; the run is now running."""
         atomic_write_text(self.config_file, dump_config(config))
-        atomic_write_json(self.info_file, {**info, "lmrec_version": __version__})
+        record = {**info, "lmrec_version": __version__, "state": "running", "pid": os.getpid()}
+        atomic_write_json(self.info_file, record)
+
+    def update_info(self, **fields: Any) -> None:
+        """Rewrite run.json with some fields changed (state, resumes)."""
+        atomic_write_json(self.info_file, {**self.info(), **fields})
+
+    def set_state(self, state: State, **fields: Any) -> None:
+        """Record where training stands: running, interrupted, failed or finished."""
+        self.update_info(state=state, pid=os.getpid(), **fields)
 
     def info(self) -> dict[str, Any]:
         """The run's record of its dataset and model."""
         if not self.info_file.is_file():
             raise RunError(f"{self.path} is not an lmrec run directory (no run.json); train one with `lmrec train`.")
-        return json.loads(self.info_file.read_text())
+        return read_json(self.info_file, "the run's record")
+
+    def state(self) -> State:
+        """Where training stands; a run still marked running whose lock is free was killed mid-training."""
+        info = self.info()
+        state = info.get("state") or ("finished" if self.metrics_file.is_file() else "killed")
+        if state == "running" and not self._locked_by_other():
+            return "killed"
+        return state
+
+    def _locked_by_other(self) -> bool:
+        lock = FileLock(self.path / LOCK_NAME, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            return True
+        lock.release()
+        return False
+
+    def unfinished_note(self) -> str | None:
+        """One line saying that the run did not finish training, or None when it did."""
+        state = self.state()
+        if state == "finished":
+            return None
+        info = self.info()
+        how = {
+            "running": "is still training",
+            "interrupted": f"was interrupted after {info.get('epochs_done', 0)} epochs",
+            "failed": "failed during training",
+            "killed": "was killed during training",
+        }[state]
+        return f"run {self.path} {how}; its model is the best checkpoint so far and it has no final metrics."
 
     def config(self) -> RunConfig:
         """The run's validated config."""
@@ -69,16 +185,8 @@ class RunDir:
         atomic_write(path, lambda handle: torch.save(state, handle))
 
     def load_checkpoint(self, path: Path) -> dict[str, Any]:
-        """Load a checkpoint, turning a corrupt or truncated file into a clear error."""
-        if not path.is_file():
-            raise RunError(f"checkpoint {path} does not exist; train the run first with `lmrec train`.")
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise RunError(
-                f"checkpoint {path} is corrupt or incompatible ({exc.__class__.__name__}); "
-                "retrain the run or restore the file."
-            ) from None
+        """Load a checkpoint of this run (see `load_checkpoint`)."""
+        return load_checkpoint(path)
 
     def load_model(self, fingerprint: str | None = None) -> SequentialRecommender:
         """The best model of the run, checked against the dataset it will be used with."""
@@ -107,4 +215,4 @@ class RunDir:
         """The run's metrics.json."""
         if not self.metrics_file.is_file():
             raise RunError(f"{self.path} has no metrics.json; the run did not finish training.")
-        return json.loads(self.metrics_file.read_text())
+        return read_json(self.metrics_file, "the run's metrics")

@@ -43,6 +43,7 @@ class TrainState:
     bad_epochs: int = 0
     train_seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
+    stopped_by: str = ""
 
 
 def seed_everything(seed: int) -> None:
@@ -118,6 +119,7 @@ class Trainer:
             )
         self.state = TrainState()
         self._validator: Evaluator | None = None
+        self._epoch_seconds: list[float] = []
 
     def _training_lengths(self) -> np.ndarray:
         """Training prefix length per user; zero for users left out by `train.user_fraction`."""
@@ -221,20 +223,37 @@ class Trainer:
         if not self.model.trainable:
             self._save_best()
             self.state.history.append(self.validate())
+            self.state.stopped_by = "no training (statistics of the training events)"
             return self.state
-        cfg = self.config.train
         writer = SummaryWriter(str(self.run.logs_dir))
         try:
-            while self.state.epoch < cfg.epochs and self.state.bad_epochs < cfg.patience:
-                if cfg.max_seconds is not None and self.state.train_seconds >= cfg.max_seconds:
-                    log.info("time budget of %.0f s reached", cfg.max_seconds)
-                    break
+            while not self._stop_reason():
                 self._epoch(writer)
         finally:
             writer.close()
+        self.state.stopped_by = self._stop_reason()
+        log.info("training stopped by %s", self.state.stopped_by)
         if self.state.best_epoch < 0:
             self._save_best()
         return self.state
+
+    def _stop_reason(self) -> str:
+        """Why training stops before the next epoch, or "" to go on.
+
+        The time budget is checked between epochs: an epoch that would not fit in what is left of it
+        (judged by the slowest epoch so far) is not started, so the budget is overshot by at most the
+        first epoch's excess.
+        """
+        cfg, state = self.config.train, self.state
+        if state.epoch >= cfg.epochs:
+            return f"the epoch limit ({cfg.epochs})"
+        if state.bad_epochs >= cfg.patience:
+            return f"early stopping ({cfg.patience} epochs without a better {self.config.eval.metric})"
+        if cfg.max_seconds is not None and state.epoch > 0:
+            slowest = max(self._epoch_seconds or [state.train_seconds / state.epoch])
+            if state.train_seconds + slowest > cfg.max_seconds:
+                return f"the time budget ({cfg.max_seconds:g} s; another epoch takes about {slowest:.0f} s)"
+        return ""
 
     def _epoch(self, writer: SummaryWriter) -> None:
         cfg = self.config.train
@@ -267,7 +286,8 @@ class Trainer:
         metrics: dict[str, float] = {}
         if (self.state.epoch + 1) % cfg.eval_every == 0 or self.state.epoch + 1 == cfg.epochs:
             metrics = self.validate()
-        self.state.train_seconds += time.perf_counter() - started
+        self._epoch_seconds.append(time.perf_counter() - started)
+        self.state.train_seconds += self._epoch_seconds[-1]
         self._log_epoch(writer, train_loss, metrics)
         self.state.epoch += 1
         self.run.save(self.run.last_file, self._resume_state())
