@@ -28,6 +28,7 @@ from lmrec.errors import ExplanationUnavailable, LmrecError
 from lmrec.serve import schemas as s
 from lmrec.serve.auth import ApiKeys, load_keys
 from lmrec.serve.engine import Unsupported
+from lmrec.serve.inputs import StrictJSONRoute, ValidURL
 from lmrec.serve.metrics import MetricsMiddleware
 from lmrec.serve.service import BatchRejected, NotConfigured, NotFound, Service, ServiceConfig
 from lmrec.serve.store import IdempotencyConflict
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 CONFIG_ENV = "LMREC_SERVE_CONFIG"
 _ERRORS = {401: "missing or invalid API key", 404: "unknown user or item", 409: "the model cannot do this",
            413: "request body too large", 422: "invalid input"}  # fmt: skip
+LOC_LIMIT = 64  # characters of a field name shown in a validation error (names come from the request)
 _STATUS = [
     (BatchRejected, 422),
     (IdempotencyConflict, 422),
@@ -92,12 +94,16 @@ def _checked_id(value: str, what: str) -> str:
 
 
 def _id_list(text: str | None, what: str) -> list[str] | None:
-    """Comma-separated ids from a query parameter (None when absent)."""
+    """Comma-separated ids from a query parameter (None when absent), each checked like any other id."""
     if text is None:
         return None
     ids = [part.strip() for part in text.split(",") if part.strip()]
     if len(ids) > s.MAX_LIST:
         raise s.InvalidInput(f"{what} holds more than {s.MAX_LIST} ids.")
+    for position, item_id in enumerate(ids):
+        problem = s.id_problem(item_id, "id")
+        if problem:
+            raise s.InvalidInput(f"{what}: the id at position {position} is invalid ({problem}).")
     return ids
 
 
@@ -137,6 +143,7 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
         summary="Next-item recommendations from live behaviour histories.",
         lifespan=lifespan,
     )
+    app.router.route_class = StrictJSONRoute
     app.state.service = service
     _errors(app)
 
@@ -230,6 +237,7 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
         return service.reload(force=force)
 
     app.add_middleware(BodyLimit, limit=service.config.max_body_bytes)
+    app.add_middleware(ValidURL)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     return app
 
@@ -248,14 +256,20 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         """422 naming each invalid field; the offending input is not echoed (it may be huge or not JSON-safe)."""
-        errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type"))}
-                  for e in exc.errors()]  # fmt: skip
+        errors = [{"loc": [_loc_part(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")),
+                   "type": str(e.get("type"))} for e in exc.errors()]  # fmt: skip
         return JSONResponse({"detail": errors}, 422)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error; the service logged it."}, 500)
+
+
+def _loc_part(part: object) -> str:
+    """One step of an error location, cut to LOC_LIMIT characters (field names can be anything a client sent)."""
+    text = str(part)
+    return text if len(text) <= LOC_LIMIT else text[:LOC_LIMIT] + "…"
 
 
 def app_from_env() -> FastAPI:

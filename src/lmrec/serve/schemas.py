@@ -8,11 +8,12 @@ well-typed event can still get wrong (an unparsable timestamp, an empty id) is j
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 from lmrec.config import EXCLUDE_SEEN_DEFAULT
 from lmrec.errors import LmrecError
@@ -40,13 +41,24 @@ def id_problem(value: str, what: str = "id", limit: int = MAX_ID_LENGTH) -> str 
         return f"{what} is empty"
     if len(value) > limit:
         return f"{what} is longer than {limit} characters"
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if any(unicodedata.category(c) == "Cc" for c in value):
         return f"{what} contains control characters"
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         return f"{what} is not valid UTF-8 (lone surrogate)"
     return None
+
+
+def _valid_id(value: str) -> str:
+    problem = id_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+Id = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_valid_id)]
+"""An original user or item id in a request body: 1..256 characters, not blank, no control characters."""
 
 
 def parse_timestamp(value: int | float | str) -> float:
@@ -171,19 +183,19 @@ class Recommendations(BaseModel):
 class SessionRequest(_Body):
     """An anonymous session: its item ids in time order, oldest first."""
 
-    item_ids: list[StrictStr] = Field(default_factory=list, max_length=MAX_LIST)
+    item_ids: list[Id] = Field(default_factory=list, max_length=MAX_LIST)
     k: int = Field(10, ge=1, le=MAX_K)
     exclude_seen: bool = EXCLUDE_SEEN_DEFAULT
     explain: bool = False
-    exclude: list[StrictStr] = Field(default_factory=list, max_length=MAX_LIST)
-    candidates: list[StrictStr] | None = Field(None, max_length=MAX_LIST)
+    exclude: list[Id] = Field(default_factory=list, max_length=MAX_LIST)
+    candidates: list[Id] | None = Field(None, max_length=MAX_LIST)
 
 
 class PredictRequest(_Body):
     """A user and candidate items for the behaviour classifier."""
 
-    user_id: StrictStr
-    item_ids: list[StrictStr] = Field(min_length=1, max_length=100)
+    user_id: Id
+    item_ids: list[Id] = Field(min_length=1, max_length=100)
 
 
 class Prediction(BaseModel):
@@ -247,7 +259,7 @@ class Erased(BaseModel):
 class ItemIn(_Body):
     """An item with its text (what a language model reads) and an optional display title."""
 
-    item_id: StrictStr
+    item_id: Id
     text: StrictStr = Field(min_length=1, max_length=MAX_TEXT_LENGTH)
     title: StrictStr | None = Field(None, max_length=1000)
 
