@@ -1,9 +1,10 @@
 """Live histories: each user's stored events, cached in memory (LRU) and updated as batches commit.
 
 A miss reads the user's events from the store once; after that, committed batches are merged into the
-cached entry (write-through), so a recommendation needs no database round trip. An entry that is still
-loading collects the events committed meanwhile and merges them by event id, so a load racing a write
-never caches a stale history. With several processes writing (workers, replicas), entries also expire
+cached entry (write-through), so a recommendation needs no database round trip. Merges are idempotent by
+event id: an entry that is still loading collects the events committed meanwhile, and a load that already
+read a batch between its commit and its write-through does not get it twice, so a load racing a write
+never caches a stale or doubled history. With several processes writing (workers, replicas), entries also expire
 after `ttl` seconds to pick up the others' writes.
 """
 
@@ -25,6 +26,12 @@ MAX_EVENTS_PER_USER = 10_000
 
 def _key(event: StoredEvent) -> tuple[float, int]:
     return (event.timestamp, event.id)
+
+
+def _holds(events: list[StoredEvent], event: StoredEvent) -> bool:
+    """Whether time-ordered `events` already hold `event` (the same store id)."""
+    at = bisect.bisect_left(events, _key(event), key=_key)
+    return at < len(events) and events[at].id == event.id
 
 
 @dataclass
@@ -103,7 +110,10 @@ class LiveHistories:
                     entry.pending.extend(new)
                     continue
                 merged = list(entry.events)  # copy on write: readers may be converting the old list
-                for event in new:
+                fresh = [event for event in new if not _holds(merged, event)]
+                if not fresh:
+                    continue
+                for event in fresh:
                     bisect.insort(merged, event, key=_key)
                 entry.events = merged[-self.max_events :]
                 entry.memo = None
