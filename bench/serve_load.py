@@ -8,9 +8,10 @@ client is charged for the queueing it causes (no coordinated omission). Users ar
 uniformly with a fixed seed. After a short unmeasured warm-up, the target rate runs for `--duration`
 seconds; then the rate steps up for `--step-seconds` each until a step misses the p99 bar (or has errors)
 twice in a row.
-Prints the tables and writes bench/results/serve_load.json.
+Prints the tables and writes JSON to --results (default bench/work/serve_load.json, ignored by git, so that
+a trial run never replaces the committed figures; those were written with the command below).
 
-    python bench/serve_load.py --rate 200 --duration 60
+    python bench/serve_load.py --rate 200 --duration 60 --results bench/results/serve_load.json
 """
 
 from __future__ import annotations
@@ -189,6 +190,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections of the client")
+    parser.add_argument("--results", type=Path, default=ROOT / "work" / "serve_load.json", help="JSON to write")
     args = parser.parse_args()
     console = Console()
     run = args.run or ensure_run(args.work)
@@ -224,7 +226,7 @@ def main() -> None:
         f"errors {sum(sustained['errors'].values())} → {'meets' if verdict else 'misses'} the bar "
         f"(p50 ≤ {P50_BAR_MS:g} ms, p99 ≤ {P99_BAR_MS:g} ms); highest rate with p99 ≤ {P99_BAR_MS:g} ms: {best}/s"
     )
-    out = ROOT / "results" / "serve_load.json"
+    out = args.results
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "run": str(run), "k": args.k, "sustained": sustained, "steps": steps, "max_rate_meeting_p99": best,

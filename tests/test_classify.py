@@ -333,6 +333,24 @@ def test_runs_refuse_another_dataset(tiny_bert: Path, rated: PreparedDataset, tm
         classify.load_run(tmp_path / "run", other.path)
 
 
+def test_a_run_being_trained_is_locked_and_a_failed_one_leaves_no_folder(
+    tiny_bert: Path, rated: PreparedDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lmrec.registry.run import RunDir
+
+    cfg = config(tiny_bert, epochs=1, max_test_examples=10)
+    with RunDir(tmp_path / "run").lock(), pytest.raises(RunError, match="in use by another lmrec process"):
+        classify.train_run(rated.path, tmp_path / "run", cfg)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("training failed")
+
+    monkeypatch.setattr(classify, "train_classifier", fail)
+    with pytest.raises(RuntimeError):
+        classify.train_run(rated.path, tmp_path / "fresh", cfg)
+    assert not (tmp_path / "fresh").exists()
+
+
 # -- prediction, re-ranking, intervals -----------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmrec.atomic import atomic_write_text
+from lmrec.atomic import atomic_write, atomic_write_text
 from lmrec.config import EXCLUDE_SEEN_DEFAULT, RunConfig, build_config, dump_config, resume_config
 from lmrec.data.dataset import PreparedDataset
 from lmrec.errors import ConfigError, DataError, Interrupted, RunError
@@ -316,6 +316,7 @@ def evaluate(
     rerank: str | Path | None = None,
     rerank_top: int = 20,
     rerank_weight: float | None = None,
+    progress: bool = False,
 ) -> EvalResult:
     """Evaluate a run's best model on a split of its dataset: full ranking, or against sampled negatives.
 
@@ -348,7 +349,14 @@ def evaluate(
     # The first stage's scores are only needed (one more scoring pass) when the order blends them in.
     first = None if rerank_weight is None else evaluator.candidate_scores(recommender.model, candidates)
     reordered, _ = reorder(
-        classifier, result.users, histories, candidates, rows, first_stage=first, weight=rerank_weight
+        classifier,
+        result.users,
+        histories,
+        candidates,
+        rows,
+        progress=progress,
+        first_stage=first,
+        weight=rerank_weight,
     )
     return rerank_result(result, reordered)
 
@@ -531,8 +539,7 @@ class Recommender:
                 "score": pa.array(np.concatenate(scores), pa.float32()),
             }
         )
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, out)
+        atomic_write(Path(out), lambda handle: pq.write_table(table, handle))  # never a half-written file
         return table.num_rows
 
     def _explain(self, history: torch.Tensor, lengths: torch.Tensor, items: torch.Tensor, top: int = 3):

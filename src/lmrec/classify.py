@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 
 from lmrec import __version__
 from lmrec.atomic import atomic_write, atomic_write_json, atomic_write_text
+from lmrec.config import load_yaml
 from lmrec.data.dataset import INTERACTIONS, TEST, TRAIN, VALID, PreparedDataset
 from lmrec.errors import ConfigError, DataError, RunError
 from lmrec.evaluate.metrics import classification_metrics, log_loss, roc_auc
@@ -66,7 +67,7 @@ from lmrec.models.cross_encoder import (
     pair_token_lengths,
     tokenize_pairs,
 )
-from lmrec.registry.run import RunDir
+from lmrec.registry.run import LOCK_NAME, RunDir, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -380,7 +381,9 @@ class ClassifierConfig(BaseModel):
     affinity_power: float = Field(2.0, gt=0, description="similarity weight max(cos, 0) ** power")
     bias_l2: float | None = Field(None, ge=0, description="None: chosen on validation log-loss")
     epochs: int = Field(1, ge=1)
-    max_seconds: float | None = Field(None, gt=0, description="time budget of the cross-encoder stage")
+    max_seconds: float | None = Field(
+        None, gt=0, description="time budget of the cross-encoder's training steps; test scoring comes after it"
+    )
     batch_size: int = Field(16, ge=1)
     eval_batch_size: int = Field(64, ge=1)
     lr: float | None = Field(None, gt=0, description="encoder learning rate; None: 1e-3 for lora, 5e-5 for full")
@@ -913,12 +916,22 @@ def train_run(
     events = load_events(dataset)
     check_label(parse_label(config.label), events)
     run = RunDir(out)
-    run.create(overwrite=overwrite, resume=False)
+    run.check_new(overwrite=overwrite, resume=False)
     encoder = TextEncoder(config.encoder, max_length=config.max_length)
-    atomic_write_text(run.config_file, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    atomic_write_json(
-        run.info_file,
-        {
+    sets = example_sets(events, config)
+    with run.lock():  # held from the start, so that a second training of this folder stops at once
+        fresh = not any(p.name != LOCK_NAME for p in run.path.iterdir())
+        try:
+            metrics, clf, probs, baseline = _train_and_score(events, config, sets, progress)
+        except BaseException:
+            if fresh:
+                run.discard()  # nothing was written; a replaced run stays as it was until the new one is done
+            raise
+        run.create(overwrite=overwrite, resume=False)
+        save_model(clf, run.path / "model")
+        save_predictions(run.path / "predictions" / "test.npz", sets.test_used, probs, baseline)
+        atomic_write_text(run.config_file, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        info = {
             "model": MODEL_NAME,
             "dataset": str(Path(data).resolve()),
             "dataset_name": dataset.name,
@@ -930,21 +943,26 @@ def train_run(
             "encoder": str(encoder.path),
             "encoder_model_id": encoder.model_id,
             "lmrec_version": __version__,
-        },
-    )
-    sets = example_sets(events, config)
+            "state": "finished",
+        }
+        atomic_write_json(run.info_file, info)
+        run.write_metrics({"model": MODEL_NAME, "dataset": dataset.name, **metrics})
+    return run.metrics()
+
+
+def _train_and_score(
+    events: EventLog, config: ClassifierConfig, sets: ExampleSets, progress: bool
+) -> tuple[dict[str, Any], Classifier, np.ndarray, np.ndarray]:
+    """Train the classifier, score the test examples, and gather the metrics (nothing is written here)."""
     started = time.perf_counter()
     clf, report = train_classifier(events, config, sets, progress)
     train_seconds = time.perf_counter() - started
-    save_model(clf, run.path / "model")
     started = time.perf_counter()
     probs, truncated = clf.predict(sets.test_used, progress)
     baseline = clf.bias_probabilities(sets.test_used)
     test_seconds = time.perf_counter() - started
-    save_predictions(run.path / "predictions" / "test.npz", sets.test_used, probs, baseline)
     metrics = {
         "model": MODEL_NAME,
-        "dataset": dataset.name,
         "label": config.label,
         "mode": config.mode,
         "test": classification_metrics(sets.test_used.label, probs),
@@ -969,8 +987,7 @@ def train_run(
         "test_seconds": test_seconds,
         "peak_rss_mb": _peak_rss_mb(),
     }
-    run.write_metrics(metrics)
-    return metrics
+    return metrics, clf, probs, baseline
 
 
 def _peak_rss_mb() -> float:
@@ -1037,7 +1054,10 @@ def load_run(run: str | Path, data: str | Path | None = None) -> Classifier:
     if config.mode == "lora":
         from peft import PeftModel
 
-        backbone = PeftModel.from_pretrained(backbone, folder / "adapter")
+        from lmrec.text.lora import peft_quietly
+
+        with peft_quietly():
+            backbone = PeftModel.from_pretrained(backbone, folder / "adapter")
     model = CrossEncoder(backbone, int(hf_config.hidden_size), dataset.n_users, dataset.n_items, config.head_dropout)
     _load_head(model, folder / "head.pt")
     model.eval()
@@ -1045,17 +1065,17 @@ def load_run(run: str | Path, data: str | Path | None = None) -> Classifier:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    """A run's config.yaml as a mapping."""
+    """A run's config.yaml as a mapping (malformed YAML is one sentence with its line)."""
     if not path.is_file():
         raise RunError(f"{path} does not exist; the run directory is incomplete.")
-    return yaml.safe_load(path.read_text()) or {}
+    return load_yaml(path)
 
 
 def _load_head(model: CrossEncoder, path: Path) -> None:
     """Load the head and bias tables, refusing a file that does not fit the model."""
     if not path.is_file():
         raise RunError(f"{path} does not exist; the run did not finish training.")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:

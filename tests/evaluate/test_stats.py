@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import re
 
 import numpy as np
 import pytest
@@ -152,9 +154,24 @@ def test_comparison_table_tests_against_the_first_run() -> None:
     base = make_result(rng.integers(0, 40, 300))
     better = make_result(np.maximum(base.ranks - 8, 0))
     table = comparison_table([base, better], ["sasrec", "lmrec"], ["hr@10", "ndcg@10", "coverage@10"])
-    assert table.row_count == 2
+    assert table.row_count == 9  # a row per metric, then one per run
     text = render(table)
-    assert "Δ +0.2100 [+0.163, +0.257] p<0.001" in text
-    assert "Δ +0.0000" in text  # coverage has a plain delta
+    assert re.search(r"\+0\.2100 \[\+0\.163, \+0\.257\] +<0\.001", text)
+    assert "+0.0000" in text  # coverage has a plain delta
+
+
+def test_comparison_table_fits_80_columns() -> None:
+    from rich.console import Console
+
+    rng = np.random.default_rng(6)
+    base = make_result(rng.integers(0, 40, 300))
+    other = make_result(np.maximum(base.ranks - 8, 0))
+    metrics = ["hr@10", "ndcg@10", "mrr@10", "recall@10", "precision@10", "map@10"]
+    console = Console(width=80, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(comparison_table([base, other, other], ["runs/sasrec", "runs/gru4rec", "runs/lmrec"], metrics))
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in "\n".join(lines)
+    assert any(line.strip() == "precision@10" for line in lines)
+    assert sum(line.strip().startswith("gru4rec  ") for line in lines) == len(metrics)
     with pytest.raises(RunError):
         comparison_table([base, make_result(base.ranks[:10])], ["a", "b"])

@@ -106,3 +106,8 @@ def test_default_targets_of_other_encoder_families() -> None:
             name.split(".lora_A")[0].rsplit(".", 1)[-1] for name, _ in wrapped.named_parameters() if "lora_A" in name
         }
         assert adapted == targets
+
+
+def test_wrapping_with_peft_warns_nothing(tiny: Path, recwarn: pytest.WarningsRecorder) -> None:
+    TrainableTextEncoder(tiny, mode="lora")
+    assert not [w for w in recwarn if "is_gradient_checkpointing" in str(w.message)]

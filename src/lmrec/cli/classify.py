@@ -29,7 +29,12 @@ def train(
     max_test_examples: int = typer.Option(None, "--max-test-examples", help="Seeded test subsample (default all)."),
     max_valid_examples: int = typer.Option(1000, "--max-valid-examples", help="Validation subsample; 0: none."),
     epochs: int = typer.Option(1, "--epochs", min=1, help="Passes over the training examples."),
-    max_seconds: float = typer.Option(None, "--max-seconds", help="Time budget of the cross-encoder stage."),
+    max_seconds: float = typer.Option(
+        None,
+        "--max-seconds",
+        help="Time budget of the cross-encoder's training steps; scoring the test examples comes after it "
+        "(bound that with --max-test-examples).",
+    ),
     max_length: int = typer.Option(128, "--max-length", help="Token budget of one history + candidate pair."),
     history: int = typer.Option(10, "--history", help="Most recent earlier events shown per example."),
     negatives: int = typer.Option(1, "--negatives", min=1, help="Sampled negatives per event (label 'sampled')."),
@@ -80,7 +85,8 @@ def train(
         f"{examples['test_used']:,} of {examples['test']:,} test examples{sample}; cross-encoder trained on "
         f"{examples['train_used']:,} of {examples['train']:,} training examples, biases on {examples['bias_train']:,}; "
         f"{stage['steps']} steps (best {stage['best_step']}, stopped by {stage['stopped_by']}) "
-        f"in {metrics['train_seconds']:.0f} s; truncated at {truncated['max_length']} tokens: {truncated['train']:,} "
+        f"in {metrics['train_seconds']:.0f} s, test scored in {metrics['test_seconds']:.0f} s; "
+        f"truncated at {truncated['max_length']} tokens: {truncated['train']:,} "
         f"training and {truncated['test']:,} test examples → {out}"
     )
 

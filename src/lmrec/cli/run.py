@@ -147,6 +147,7 @@ def evaluate(
         rerank=rerank,
         rerank_top=rerank_top,
         rerank_weight=rerank_weight,
+        progress=True,
     )
     title = f"{run} — {split} ({len(result)} targets)"
     if rerank is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich import box
 from rich.table import Table
 
 from lmrec.evaluate.evaluator import SAMPLED_PREFIX, EvalResult
@@ -68,10 +69,10 @@ def comparison_table(
     level: float = 0.95,
     seed: int = 0,
 ) -> Table:
-    """Runs as rows, metrics as columns; every run after the first also shows its paired test against it.
+    """Runs side by side in long form (a row per metric and run, so that it stays readable at 80 columns);
+    every run after the first also shows its paired test against it.
 
-    The delta line (this run minus the first) reads "Δ +0.0050 [+0.001, +0.009] p=0.012" and is bold
-    when its interval excludes 0.
+    The delta reads "+0.0050 [+0.001, +0.009]" with its p-value beside it, bold when the interval excludes 0.
     All runs must have ranked the same targets under the same protocol (RunError otherwise).
     """
     if not results or len(results) != len(names):
@@ -80,20 +81,38 @@ def comparison_table(
     for other in results[1:]:
         check_same_targets(base, other)
     columns = list(metrics or [m for m in base.metrics if all(m in r.metrics for r in results)])
-    table = Table(title=title, caption=_caption(base, n_resamples, level) + f"; Δ and p vs {names[0]}")
-    table.add_column("run")
+    table = Table(
+        title=title,
+        caption=_caption(base, n_resamples, level) + f"; Δ and p: paired, vs {names[0]}",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("metric / run", overflow="fold")
+    table.add_column(f"value [{level:.0%} CI]", justify="right", no_wrap=True)
+    table.add_column(f"Δ [{level:.0%} CI]", justify="right", no_wrap=True)
+    table.add_column("p", justify="right", no_wrap=True)
+    labels = _short_names(names)
     for metric in columns:
-        table.add_column(metric, justify="right")
-    for index, (result, name) in enumerate(zip(results, names, strict=True)):
-        cells = []
-        for metric in columns:
+        table.add_row(f"[bold]{metric}[/bold]", "", "", "")
+        for index, (result, label) in enumerate(zip(results, labels, strict=True)):
+            delta, p_value = _delta_cells(base, result, metric, n_resamples, level, seed) if index else ("", "")
             cell = _cell(result, metric, n_resamples, level, seed)
-            if index and is_per_example(metric):
-                test = compare(base, result, metric, n_resamples, level, seed)
-                delta = f"Δ {test}"
-                cell += f"\n[bold]{delta}[/bold]" if test.low > 0 or test.high < 0 else f"\n{delta}"
-            elif index:
-                cell += f"\nΔ {result.metrics[metric] - base.metrics[metric]:+.4f}"
-            cells.append(cell)
-        table.add_row(name, *cells)
+            table.add_row(f"  {label}", cell, delta, p_value, end_section=index == len(results) - 1)
     return table
+
+
+def _short_names(names: Sequence[str]) -> list[str]:
+    """Run folders by their last path part when those are distinct (runs/sasrec → sasrec), else as given."""
+    short = [name.rstrip("/").rsplit("/", 1)[-1] or name for name in names]
+    return short if len(set(short)) == len(short) else list(names)
+
+
+def _delta_cells(
+    base: EvalResult, result: EvalResult, metric: str, n_resamples: int, level: float, seed: int
+) -> tuple[str, str]:
+    """The paired difference against the first run and its p-value (a plain difference for catalogue metrics)."""
+    if not is_per_example(metric):
+        return f"{result.metrics[metric] - base.metrics[metric]:+.4f}", ""
+    test = compare(base, result, metric, n_resamples, level, seed)
+    delta = f"{test.delta:+.4f} [{test.low:+.3f}, {test.high:+.3f}]"
+    p_value = "<0.001" if test.p_value < 0.001 else f"{test.p_value:.3f}"
+    return (f"[bold]{delta}[/bold]" if test.low > 0 or test.high < 0 else delta), p_value

@@ -37,7 +37,12 @@ def item_texts(texts: list[str | None], ids: list[str]) -> ItemTexts:
             filled.append(f"item {item_id}")
             missing += 1
     if missing:
-        log.warning("%d items have no text; they are encoded as 'item <id>' and rely on their ID embedding", missing)
+        log.warning(
+            "%d of %d items have no text; they are encoded as 'item <id>', which carries no meaning "
+            "(a model with ID embeddings can still learn them from their events)",
+            missing,
+            len(filled) - 1,
+        )
     return ItemTexts(filled, missing)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -75,9 +77,22 @@ def wrap_lora(
         task_type=TaskType.FEATURE_EXTRACTION,
     )
     try:
-        return get_peft_model(model, config)
+        with peft_quietly():
+            return get_peft_model(model, config)
     except ValueError as exc:
         raise ConfigError(f"cannot add LoRA adapters to {targets}: {exc}") from exc
+
+
+@contextmanager
+def peft_quietly() -> Iterator[None]:
+    """Wrap a model with peft without transformers' FutureWarning about `is_gradient_checkpointing`.
+
+    peft (0.21) reads that deprecated property of every model it wraps; the warning concerns peft's
+    code, not the user's, so exactly that warning is filtered while wrapping.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

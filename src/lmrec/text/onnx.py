@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +94,7 @@ class OnnxTextEncoder(TextEncoder):
         example = self.tokenizer(["an example", "a longer example text"], padding=True, return_tensors="pt")
         batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
         log.info("exporting %s to ONNX at %s (once per model)", self.path, self.onnx_path)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _without_torchvision_notes():
             warnings.simplefilter("ignore")
             try:
                 program = torch.onnx.export(
@@ -117,3 +119,23 @@ class OnnxTextEncoder(TextEncoder):
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
         feeds = {name: batch[name].astype(np.int64) for name in self.tokenizer.model_input_names}
         return torch.from_numpy(self.session.run(None, feeds)[0])
+
+
+class _TorchvisionNote(logging.Filter):
+    """Drops the exporter's "torchvision is not installed. Skipping torchvision::nms" lines: text encoders
+    use no torchvision operator, so the note says nothing to an lmrec user."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("torchvision is not installed")
+
+
+@contextmanager
+def _without_torchvision_notes() -> Iterator[None]:
+    """Silence only those notes, only while exporting."""
+    exporter_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    note = _TorchvisionNote()
+    exporter_log.addFilter(note)
+    try:
+        yield
+    finally:
+        exporter_log.removeFilter(note)
