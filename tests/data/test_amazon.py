@@ -112,7 +112,8 @@ def test_2023_folder_joins_on_parent_asin_with_millisecond_timestamps(tmp_path: 
     assert (ds.n_users, ds.n_items, len(ds.items)) == (2, 2, 3)
     assert list(ds.item_ids[1:]) == ["P1", "P2"]
     assert sorted(ds.timestamps.tolist()) == pytest.approx([1_588_687_728.923, 1_588_687_800.0, 1_600_000_000.0])
-    assert m["dropped"] == {"malformed_json": 1}
+    assert m["dropped"] == {"blank_line": 1, "malformed_json": 1}
+    assert [(e["line"], e["reason"]) for e in m["examples"]] == [(4, "blank_line"), (5, "malformed_json")]
     assert ds.item_text[1:] == ["Lipstick: Matte, Red (All Beauty)", "Comb:  ()"]
     default = prepare(folder, tmp_path / "default")
     assert default.manifest["text"]["template"] == "{title} | {store} | {categories}"

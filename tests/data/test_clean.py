@@ -65,7 +65,9 @@ def test_every_row_level_reason_is_counted_with_examples(write, tmp_path: Path) 
         (7, "unparsable_value"),
         (8, "malformed_missing_columns"),
         (9, "malformed_too_many_columns"),
-        (14, "unparsable_value"),
+        (10, "duplicate"),
+        (11, "event_type_filtered"),
+        (12, "below_min_value"),
     ]
     assert m["examples"][3]["values"] == {"user": "u1", "item": "b", "ts": "yesterday", "type": "click", "rating": "5"}
     assert m["examples"][5]["text"] == "u1,b,5,click"
@@ -88,6 +90,86 @@ def test_lines_after_malformed_lines_keep_their_file_line(write, tmp_path: Path)
         (5, "malformed_too_many_columns"),
         (6, "unparsable_timestamp"),
     ]
+
+
+def test_blank_line_is_counted_and_later_lines_keep_their_file_line(write, tmp_path: Path) -> None:
+    # 406 data lines (file lines 2..407): a blank line at 100, `not-a-time` at 404, a duplicate of line 2 at 407.
+    rows = [f"u{n % 7},i{n},{n}" for n in range(2, 408)]
+    rows[100 - 2] = ""
+    rows[404 - 2] = "u1,i404,not-a-time"
+    rows[407 - 2] = rows[0]
+    ds = prepare(write("e.csv", "user,item,ts\n" + "\n".join(rows) + "\n"), tmp_path / "out")
+    m = ds.manifest
+    assert m["rows_read"] == 406
+    assert m["dropped"] == {"blank_line": 1, "unparsable_timestamp": 1, "duplicate": 1, "items_without_events": 1}
+    assert m["interactions"] == 403
+    assert [(e["line"], e["reason"]) for e in m["examples"]] == [
+        (100, "blank_line"),
+        (404, "unparsable_timestamp"),
+        (407, "duplicate"),
+    ]
+    assert m["examples"][2]["values"] == {"user": "u2", "item": "i2", "ts": "2"}
+
+
+def test_multi_line_quoted_fields_and_crlf_blank_lines_keep_file_lines(write, tmp_path: Path) -> None:
+    lines = [
+        "user,item,ts,note",  # 1
+        "u,a,1,plain",  # 2
+        'u,b,2,"first paragraph',  # 3
+        "",  # 4: inside the quoted field, not a blank line
+        'second paragraph"',  # 5
+        "",  # 6: blank
+        "u,c,,x",  # 7: missing timestamp
+        "u,d",  # 8: malformed
+        "u,e,bad,x",  # 9: unparsable timestamp
+    ]
+    ds = prepare(write("e.csv", "\r\n".join(lines) + "\r\n"), tmp_path / "out")
+    m = ds.manifest
+    assert m["rows_read"] == 6  # records: lines 2, 3-5, 6 (blank), 7, 8, 9
+    assert [(e["line"], e["reason"]) for e in m["examples"]] == [
+        (6, "blank_line"),
+        (7, "missing_timestamp"),
+        (8, "malformed_missing_columns"),
+        (9, "unparsable_timestamp"),
+    ]
+    assert _items(ds) == ["a", "b"]
+
+
+def test_examples_show_every_reason_before_more_of_one(write, tmp_path: Path) -> None:
+    rows = [f"u{n},i{n},," for n in range(12)]  # lines 2..13: missing timestamps
+    rows += ["u,a,1", "u,a,1", "u,b,2", "u,d,3", "x,a,4", "x,b,5", "v,c,6"]  # 14..20: a duplicate at 15
+    rows += ["", "u,e,7,extra"]  # 21 blank, 22 malformed
+    ds = prepare(
+        write("e.csv", "user,item,ts\n" + "\n".join(rows) + "\n"),
+        tmp_path / "out",
+        min_user_interactions=2,
+        min_item_interactions=2,
+    )
+    m = ds.manifest
+    reasons = {e["reason"] for e in m["examples"]}
+    assert reasons == {
+        "missing_timestamp",
+        "duplicate",
+        "blank_line",
+        "malformed_too_many_columns",
+        "min_user_interactions",
+        "min_item_interactions",
+    }
+    assert set(m["dropped"]) - reasons == {"users_without_events", "items_without_events"}
+    assert len(m["examples"]) == 10
+    lines = [e["line"] for e in m["examples"]]
+    assert lines == sorted(lines) and lines[:4] == [2, 3, 4, 5]
+    assert (15, "duplicate") in [(e["line"], e["reason"]) for e in m["examples"]]
+    assert (21, "blank_line") in [(e["line"], e["reason"]) for e in m["examples"]]
+    assert {(17, "min_item_interactions"), (20, "min_user_interactions")} <= {
+        (e["line"], e["reason"]) for e in m["examples"]
+    }
+
+
+def test_strict_ignores_blank_lines(write, tmp_path: Path) -> None:
+    path = write("e.csv", HEADER + "u,a,1,x,1\n\nu,b,2,x,1\nu,c,,x,1\n")
+    with pytest.raises(DataError, match=r"^line 5 of .*: missing timestamp"):
+        prepare(path, tmp_path / "out", strict=True)
 
 
 def test_strict_stops_at_the_first_bad_row(write, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from lmrec.data.dataset import PreparedDataset
 from lmrec.data.prepare import prepare
 from lmrec.data.readers import guess_format
+from lmrec.data.sql import _text_batches
 from lmrec.errors import DataError
 
 EVENTS = [("u1", "a", 100), ("u1", "b", 200), ("u2", "a", 150), ("u2", "c", 300), ("u2", "b", 400)]
@@ -83,9 +85,11 @@ def test_jsonl_counts_malformed_lines_with_line_numbers(write, tmp_path: Path) -
     ]
     ds = prepare(write("e.jsonl", "\n".join(lines) + "\n"), tmp_path / "out")
     assert _sequences(ds) == EXPECTED
-    assert ds.manifest["dropped"] == {"malformed_json": 2}
+    assert ds.manifest["dropped"] == {"malformed_json": 2, "blank_line": 1}
+    assert ds.manifest["rows_read"] == 8
     assert [(e["line"], e["reason"]) for e in ds.manifest["examples"]] == [
         (3, "malformed_json"),
+        (4, "blank_line"),
         (6, "malformed_json"),
     ]
 
@@ -181,13 +185,114 @@ def test_sql_errors_are_one_sentence(tmp_path: Path) -> None:
         prepare("postgresql://u:pw@host:port/db", tmp_path / "d", query="SELECT 1")
 
 
-def test_latin1_csv_with_encoding_option(write, tmp_path: Path) -> None:
+def test_latin1_csv_is_refused_naming_the_encoding_option(write, tmp_path: Path) -> None:
     path = write("e.csv", "user,item,time\nJosé,a,1\nJosé,b,2\nJo,c,3\n", encoding="latin-1")
-    broken = prepare(path, tmp_path / "a")
-    assert broken.manifest["dropped"]["malformed_invalid_encoding"] == 2
-    assert [e["line"] for e in broken.manifest["examples"]] == [2, 3]
-    ds = prepare(path, tmp_path / "b", encoding="latin-1")
+    with pytest.raises(
+        DataError, match=r"e\.csv is not valid UTF-8 \(2 undecodable lines, the first at line 2\); .*--encoding latin-1"
+    ):
+        prepare(path, tmp_path / "a")
+    counted = prepare(path, tmp_path / "b", encoding="utf-8")
+    assert counted.manifest["dropped"]["malformed_invalid_encoding"] == 2
+    assert [e["line"] for e in counted.manifest["examples"]] == [2, 3]
+    ds = prepare(path, tmp_path / "c", encoding="latin-1")
     assert list(ds.user_ids) == ["Jo", "José"]
+
+
+def test_latin1_jsonl_and_recbole_files_take_the_encoding_option(write, tmp_path: Path) -> None:
+    jsonl = write("e.jsonl", '{"user_id": "José", "item_id": "a", "ts": 1}\n', encoding="latin-1")
+    with pytest.raises(DataError, match=r"not valid UTF-8 .*--encoding latin-1"):
+        prepare(jsonl, tmp_path / "a")
+    assert list(prepare(jsonl, tmp_path / "b", encoding="latin-1").user_ids) == ["José"]
+    write("toy/toy.inter", "user_id:token\titem_id:token\ttimestamp:float\nJosé\t7\t10\n", encoding="latin-1")
+    write("toy/toy.item", "item_id:token\ttitle:token_seq\n7\tCafé\n", encoding="latin-1")
+    with pytest.raises(DataError, match=r"toy\.inter is not valid UTF-8 .*--encoding latin-1"):
+        prepare(tmp_path / "toy", tmp_path / "c")
+    ds = prepare(tmp_path / "toy", tmp_path / "d", encoding="latin-1")
+    assert list(ds.user_ids) == ["José"] and ds.item_text[1:] == ["Café"]
+
+
+def test_overlong_line_is_one_malformed_row_at_its_file_line(write, tmp_path: Path) -> None:
+    rows = [f"u{n % 3},i{n},{n}" for n in range(2, 101)]  # file lines 2..100
+    rows[51 - 2] = "u1," + "x" * 3_000_000 + ",51"
+    rows[60 - 2] = "u1,i60,not-a-time"
+    ds = prepare(write("e.csv", "user,item,ts\n" + "\n".join(rows) + "\n"), tmp_path / "out")
+    m = ds.manifest
+    assert m["rows_read"] == 99 and m["interactions"] == 97
+    assert m["dropped"] == {
+        "malformed_line_size_over_maximum": 1,
+        "unparsable_timestamp": 1,
+        "items_without_events": 1,  # i60, seen only on its unparsable row
+    }
+    assert [(e["line"], e["reason"]) for e in m["examples"]] == [
+        (51, "malformed_line_size_over_maximum"),
+        (60, "unparsable_timestamp"),
+    ]
+    assert m["examples"][0]["text"] == "u1," + "x" * 197
+
+
+def test_jsonl_lines_keep_their_file_line_after_overlong_and_blank_lines(write, tmp_path: Path) -> None:
+    lines = [json.dumps({"user_id": f"u{n % 3}", "item_id": f"i{n}", "ts": n}) for n in range(1, 61)]
+    lines[10 - 1] = json.dumps({"user_id": "u1", "item_id": "x" * 3_000_000, "ts": 10})
+    lines[20 - 1] = ""
+    lines[30 - 1] = json.dumps({"user_id": "u1", "item_id": "i30", "ts": "not-a-time"})
+    ds = prepare(write("e.jsonl", "\n".join(lines) + "\n"), tmp_path / "out")
+    m = ds.manifest
+    assert m["rows_read"] == 60 and m["interactions"] == 57
+    assert m["dropped"] == {
+        "malformed_line_size_over_maximum": 1,
+        "blank_line": 1,
+        "unparsable_timestamp": 1,
+        "items_without_events": 1,
+    }
+    assert [(e["line"], e["reason"]) for e in m["examples"]] == [
+        (10, "malformed_line_size_over_maximum"),
+        (20, "blank_line"),
+        (30, "unparsable_timestamp"),
+    ]
+
+
+def test_parquet_list_id_column_is_refused_naming_column_and_type(tmp_path: Path) -> None:
+    table = pa.table({"user_id": ["u", "u"], "item_id": [[0, 0], [1]], "ts": [1, 2]})
+    pq.write_table(table, tmp_path / "e.parquet")
+    with pytest.raises(DataError, match=r"item column 'item_id' of .*e\.parquet holds BIGINT\[\] values"):
+        prepare(tmp_path / "e.parquet", tmp_path / "a")
+    structs = pa.table({"user_id": [{"id": 1}], "item_id": ["a"], "ts": [1]})
+    pq.write_table(structs, tmp_path / "s.parquet")
+    with pytest.raises(DataError, match=r"user column 'user_id' .* holds STRUCT\(id BIGINT\) values"):
+        prepare(tmp_path / "s.parquet", tmp_path / "b")
+    values = pa.table({"user_id": ["u"], "item_id": ["a"], "ts": [1], "rating": [[5.0]]})
+    pq.write_table(values, tmp_path / "v.parquet")
+    with pytest.raises(DataError, match=r"value column 'rating' .* holds DOUBLE\[\] values.*--value-col"):
+        prepare(tmp_path / "v.parquet", tmp_path / "c")
+
+
+def test_non_scalar_ids_are_refused_in_jsonl_sql_and_items_tables(write, tmp_path: Path) -> None:
+    jsonl = write(
+        "e.jsonl", '{"user_id": "u", "item_id": "a", "ts": 1}\n{"user_id": "u", "item_id": [0, 0], "ts": 2}\n'
+    )
+    with pytest.raises(DataError, match=r"item column 'item_id' of .*e\.jsonl holds JSON array values"):
+        prepare(jsonl, tmp_path / "a")
+    db = tmp_path / "log.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("CREATE TABLE ev AS SELECT 'u' AS user_id, [1, 2] AS item_id, 1 AS ts")
+    with pytest.raises(DataError, match=r"item column 'item_id' of duckdb:///.* holds INTEGER\[\] values"):
+        prepare(f"duckdb:///{db}", tmp_path / "b", query="SELECT * FROM ev")
+    events = write("ok.csv", "user_id,item_id,ts\nu,1,1\n")
+    pq.write_table(pa.table({"item_id": [[1]], "title": ["One"]}), tmp_path / "items.parquet")
+    with pytest.raises(DataError, match=r"id column 'item_id' of the items table .* holds BIGINT\[\] values"):
+        prepare(events, tmp_path / "c", items=tmp_path / "items.parquet")
+
+
+def test_sqlalchemy_rows_note_container_columns() -> None:
+    class Result:
+        def partitions(self, size: int):
+            yield [("u", [0, 0], 1), ("v", None, 2)]
+
+    schema = pa.schema([(name, pa.string()) for name in ("user_id", "item_id", "ts")])
+    containers: dict[str, str] = {}
+    (batch,) = list(_text_batches(Result(), schema, containers))
+    assert containers == {"item_id": "Python list"}
+    assert batch.column(1).to_pylist() == ["[0, 0]", None]
 
 
 def test_column_guesses_and_explicit_names(write, tmp_path: Path) -> None:

@@ -2,9 +2,9 @@
 
 All work is SQL over the loaded DuckDB table. The result is table `events` (`row` = original row order,
 `uc`/`ic` = dense user/item codes, `ts` = epoch seconds, `typ`, `v`) with `user_codes` and `item_codes`
-mapping codes to original ids. Reasons, in the order they are tested:
+mapping codes to original ids. Every row is counted under one reason, in the order they are tested:
 
-- `malformed_*`: lines the reader could not parse (from `Loaded.rejects`)
+- `malformed_*`, `blank_line`: lines the reader could not turn into a row (from `Loaded.rejects`)
 - `missing_user`, `missing_item`, `missing_timestamp`: empty id or time
 - `unparsable_timestamp`: neither a number (epoch seconds; values >= 1e11 are milliseconds) nor an
   ISO-8601 date/time (taken as UTC when it has no offset)
@@ -13,7 +13,10 @@ mapping codes to original ids. Reasons, in the order they are tested:
 - `duplicate`: exact repeats of (user, item, timestamp, type, value); the first in row order is kept
 - `min_user_interactions`, `min_item_interactions`: iterated k-core until stable
 - `users_without_events`, `items_without_events`: ids seen in the input (on any row) that are left with
-  no event (counts of ids, not rows)
+  no event (counts of ids, not rows; their rows are counted under the reasons above)
+
+The examples (`Cleaned.examples`) hold the first row of every row reason, then the earliest other bad
+rows up to ten, in file order, each with its file line.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from lmrec.data.readers import MAX_EXAMPLES, Loaded
+from lmrec.data.readers import MAX_EXAMPLES, Loaded, pick_examples
 from lmrec.data.sqlutil import as_text, ident, literal
 from lmrec.errors import DataError
 
@@ -73,18 +76,16 @@ def clean(
     rows_read = _count(con, "parsed") + sum(loaded.rejects.counts.values())
     if rows_read == 0:
         raise DataError(f"{loaded.where} has no data rows.")
-    examples = _examples(con, loaded)
-    if strict and examples:
-        first = examples[0]
-        raise DataError(
-            f"line {first['line']} of {loaded.where}: {first['reason'].replace('_', ' ')} "
-            "(--strict stops at the first bad row)."
-        )
-    con.execute(f"DROP TABLE {ident(loaded.table)}")
+    if strict:
+        _stop_at_first_bad_row(con, loaded)
     _encode(con, filters.keep_repeats)
     valid = rows_read - sum(dropped.values())
     dropped["duplicate"] = valid - _count(con, "events")
-    dropped.update(_k_core(con, filters.min_user_interactions, filters.min_item_interactions))
+    dropped_rows = _dropped_rows(con, dropped)
+    kcore, kcore_rows = _k_core(con, filters.min_user_interactions, filters.min_item_interactions)
+    dropped.update(kcore)
+    examples = _examples(con, loaded, dropped_rows + kcore_rows)
+    con.execute(f"DROP TABLE {ident(loaded.table)}")
     users, items, interactions = con.execute(
         "SELECT count(DISTINCT uc), count(DISTINCT ic), count(*) FROM events"
     ).fetchone()
@@ -159,17 +160,47 @@ def _reason_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return {reason: int(n) for reason, n in rows}
 
 
-def _examples(con: duckdb.DuckDBPyConnection, loaded: Loaded) -> list[dict]:
-    """The first bad rows and malformed lines in file order, with line number, reason and content."""
+def _stop_at_first_bad_row(con: duckdb.DuckDBPyConnection, loaded: Loaded) -> None:
+    """For --strict: DataError naming the first malformed line or bad row (blank lines are not rows)."""
     bad = ", ".join(literal(r) for r in BAD_ROW_REASONS)
-    rows = con.execute(
-        f"SELECT row, reason FROM parsed WHERE reason IN ({bad}) ORDER BY row LIMIT {MAX_EXAMPLES}"
-    ).fetchall()
+    first = con.execute(f"SELECT row, reason FROM parsed WHERE reason IN ({bad}) ORDER BY row LIMIT 1").fetchall()
+    found = [{"line": loaded.lines_of(con, [row])[row], "reason": reason} for row, reason in first]
+    found += [e for e in loaded.rejects.examples if e["reason"] != "blank_line"]
+    if found:
+        example = min(found, key=lambda e: e["line"])
+        raise DataError(
+            f"line {example['line']} of {loaded.where}: {example['reason'].replace('_', ' ')} "
+            "(--strict stops at the first bad row)."
+        )
+
+
+def _dropped_rows(con: duckdb.DuckDBPyConnection, dropped: dict[str, int]) -> list[tuple[int, str]]:
+    """The first rows (row id, reason) of each reason so far: bad or filtered rows, then exact duplicates."""
+    found: list[tuple[int, str]] = []
+    for reason in _reason_counts(con):
+        rows = con.execute(
+            f"SELECT row FROM parsed WHERE reason = ? ORDER BY row LIMIT {MAX_EXAMPLES}", [reason]
+        ).fetchall()
+        found += [(int(row), reason) for (row,) in rows]
+    if dropped["duplicate"]:
+        rows = con.execute(
+            "SELECT row FROM parsed p WHERE reason IS NULL AND NOT EXISTS (SELECT 1 FROM events e WHERE e.row = p.row) "
+            f"ORDER BY row LIMIT {MAX_EXAMPLES}"
+        ).fetchall()
+        found += [(int(row), "duplicate") for (row,) in rows]
+    return found
+
+
+def _examples(con: duckdb.DuckDBPyConnection, loaded: Loaded, rows: list[tuple[int, str]]) -> list[dict]:
+    """The examples to show from dropped rows (row id, reason) and the reader's rejected lines, in file order."""
     lines = loaded.lines_of(con, [row for row, _ in rows])
-    values = _row_values(con, loaded, [row for row, _ in rows])
-    found = [{"line": lines[row], "reason": reason, "values": values[row]} for row, reason in rows]
-    found += [dict(example) for example in loaded.rejects.examples]
-    return sorted(found, key=lambda example: example["line"])[:MAX_EXAMPLES]
+    found = [{"line": lines[row], "reason": reason, "row": row} for row, reason in rows]
+    chosen = pick_examples(found + [dict(example) for example in loaded.rejects.examples])
+    values = _row_values(con, loaded, [e["row"] for e in chosen if "row" in e])
+    for example in chosen:
+        if "row" in example:
+            example["values"] = values[example.pop("row")]
+    return chosen
 
 
 def _row_values(con: duckdb.DuckDBPyConnection, loaded: Loaded, rows: list[int]) -> dict[int, dict]:
@@ -206,18 +237,30 @@ def _encode(con: duckdb.DuckDBPyConnection, keep_repeats: bool) -> None:
     )
 
 
-def _k_core(con: duckdb.DuckDBPyConnection, min_user: int, min_item: int) -> dict[str, int]:
-    """Iteratively drop users with fewer than `min_user` and items with fewer than `min_item` events."""
+def _k_core(
+    con: duckdb.DuckDBPyConnection, min_user: int, min_item: int
+) -> tuple[dict[str, int], list[tuple[int, str]]]:
+    """Iteratively drop users with fewer than `min_user` and items with fewer than `min_item` events.
+
+    Returns the rows dropped per reason and the first dropped rows of each round (row id, reason).
+    """
     dropped = {"min_user_interactions": 0, "min_item_interactions": 0}
+    first_rows: list[tuple[int, str]] = []
     sides = [(side, column, k) for side, column, k in (("user", "uc", min_user), ("item", "ic", min_item)) if k > 1]
     changed = bool(sides)
     while changed:
         changed = False
         for side, column, k in sides:
-            removed = con.execute(
-                f"DELETE FROM events WHERE {column} IN "
-                f"(SELECT {column} FROM events GROUP BY {column} HAVING count(*) < {int(k)})"
-            ).fetchone()[0]
-            dropped[f"min_{side}_interactions"] += int(removed)
+            reason = f"min_{side}_interactions"
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE kcore_ids AS "
+                f"SELECT {column} FROM events GROUP BY {column} HAVING count(*) < {int(k)}"
+            )
+            gone = f"{column} IN (SELECT {column} FROM kcore_ids)"
+            rows = con.execute(f"SELECT row FROM events WHERE {gone} ORDER BY row LIMIT {MAX_EXAMPLES}").fetchall()
+            first_rows += [(int(row), reason) for (row,) in rows]
+            removed = con.execute(f"DELETE FROM events WHERE {gone}").fetchone()[0]
+            dropped[reason] += int(removed)
             changed = changed or removed > 0
-    return dropped
+    con.execute("DROP TABLE IF EXISTS kcore_ids")
+    return dropped, first_rows

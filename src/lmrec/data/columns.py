@@ -57,3 +57,13 @@ def map_columns(
                 f"no {_LABEL[role]} column found in {where} (columns: {listed}); name it with {OPTION[role]}{hint}."
             )
     return mapping
+
+
+def check_scalar(mapping: dict[str, str | None], nested: dict[str, str], where: str) -> None:
+    """DataError when a mapped column holds lists, structs or JSON arrays/objects instead of one value per row."""
+    for role, column in mapping.items():
+        if column is not None and column in nested:
+            raise DataError(
+                f"the {_LABEL[role]} column {column!r} of {where} holds {nested[column]} values, not one value "
+                f"per row; flatten it (one row per element) or name another column with {OPTION[role]}."
+            )

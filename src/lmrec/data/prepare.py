@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lmrec import __version__
 from lmrec.data import items as side_tables
 from lmrec.data.clean import Filters, clean
-from lmrec.data.columns import map_columns
+from lmrec.data.columns import check_scalar, map_columns
 from lmrec.data.dataset import FORMAT_VERSION, INTERACTIONS, ITEMS, MANIFEST, USERS, PreparedDataset
 from lmrec.data.readers import Layout, Loaded, detect, load_table, table_spec
 from lmrec.data.registry import sha256_file
@@ -324,7 +324,7 @@ def _run(
 
 
 def _map_events(events: Loaded, layout: Layout | None, opts: PrepareOptions) -> dict[str, str | None]:
-    """The events' column per role; the type and value columns are required only when a filter uses them."""
+    """The events' column per role (each one value per row); type and value are required only for a filter."""
     explicit = {
         "user": opts.user_col,
         "item": opts.item_col,
@@ -339,7 +339,9 @@ def _map_events(events: Loaded, layout: Layout | None, opts: PrepareOptions) -> 
         required.add("value")
     headed_csv = layout is not None and layout.events.kind == "csv" and layout.events.names is None
     hint = " (if the file has no header line, name every column in order with --columns)" if headed_csv else ""
-    return map_columns(events.columns, explicit, required, events.where, hint)
+    mapping = map_columns(events.columns, explicit, required, events.where, hint)
+    check_scalar(mapping, events.nested, events.where)
+    return mapping
 
 
 def _side_tables(

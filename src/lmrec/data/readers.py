@@ -2,7 +2,12 @@
 
 Every table is loaded as it is (CSV, TSV, JSON Lines and MovieLens/RecBole text as strings; Parquet with
 its own types), with `rowid` following the file's order. Lines that cannot be read are not lost: they are
-counted by reason, with their line numbers, in the table's `Rejects`.
+counted by reason, with their file line numbers, in the table's `Rejects`: malformed lines (too few or too
+many fields, longer than DuckDB's 2 MB line limit, invalid JSON) and blank lines (`blank_line`). A file that
+is not valid UTF-8 is refused unless an encoding is given (`--encoding latin-1` for Latin-1, or
+`--encoding utf-8` to count its undecodable lines as `malformed_invalid_encoding`). Columns holding lists,
+structs, maps or JSON arrays/objects are recorded in `Loaded.nested`, so that an id, time, type or value
+column of that kind is refused instead of being read as text such as "[0, 0]".
 
 Supported layouts:
 
@@ -29,6 +34,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from lmrec.data.lines import LineMap, scan_lines, skip_over
 from lmrec.data.sqlutil import ident, literal
 from lmrec.errors import DataError
 
@@ -56,6 +62,9 @@ _EXTENSIONS = {
 }
 _COMPRESSION = (".gz", ".zst")
 MAX_EXAMPLES = 10
+EXAMPLE_TEXT_CHARS = 200  # a rejected line is shown up to this many characters
+SNIFF_MAX_LINE = 1 << 24  # the dialect is sniffed with lines up to 16 MB; rows over 2 MB are then rejected
+_NESTED_TYPES = ("STRUCT", "MAP", "UNION", "JSON")
 
 
 @dataclass(frozen=True)
@@ -98,7 +107,11 @@ class Layout:
 
 @dataclass
 class Rejects:
-    """Lines a reader could not turn into a row: counts by reason, sorted line numbers, first examples."""
+    """Lines a reader did not turn into a row: counts by reason, their sorted positions, first examples.
+
+    For CSV files `lines` are DuckDB record numbers (see `lmrec.data.lines`), the slots that hold no row;
+    the examples always carry file lines.
+    """
 
     counts: dict[str, int] = field(default_factory=dict)
     lines: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -110,8 +123,9 @@ class Loaded:
     """A table loaded into DuckDB: rows in source order (`rowid`), its columns and its rejected lines.
 
     `line_column` names a column holding each row's file line; otherwise lines are derived from `rowid`,
-    the header and the rejected lines (exact unless the file has blank lines or multi-line quoted fields).
-    For Parquet and SQL sources the "line" is the 1-based row number.
+    the header, the rejected and blank records and the multi-line records of `line_map`. For Parquet and
+    SQL sources the "line" is the 1-based row number. `nested` maps each column holding lists, structs,
+    maps or JSON to a description of its type.
     """
 
     table: str
@@ -120,6 +134,8 @@ class Loaded:
     rejects: Rejects = field(default_factory=Rejects)
     header_lines: int = 0
     line_column: str | None = None
+    line_map: LineMap = field(default_factory=LineMap)
+    nested: dict[str, str] = field(default_factory=dict)
 
     def lines_of(self, con: duckdb.DuckDBPyConnection, rows: list[int]) -> dict[int, int]:
         """Map row ids (`rowid`) to 1-based file line numbers, counting the header."""
@@ -131,17 +147,20 @@ class Loaded:
                 f"WHERE rowid IN ({', '.join(str(int(r)) for r in rows)})"
             ).fetchall()
             return {int(r): int(line) for r, line in found}
-        return {int(r): self._line_from_row(int(r)) for r in rows}
+        records = skip_over(np.asarray(rows), self.rejects.lines, first=self.header_lines + 1)
+        lines = self.line_map.file_lines(records)
+        return {int(r): int(line) for r, line in zip(rows, lines, strict=True)}
 
-    def _line_from_row(self, row: int) -> int:
-        """The (row+1)-th line after the header that is not a rejected line."""
-        first = self.header_lines + 1
-        line = first + row
-        while True:
-            moved = first + row + int(np.searchsorted(self.rejects.lines, line, side="right"))
-            if moved == line:
-                return line
-            line = moved
+
+def pick_examples(candidates: list[dict], limit: int = MAX_EXAMPLES) -> list[dict]:
+    """The examples to show, in line order: the first of every reason, then the earliest others up to `limit`."""
+    ordered = sorted(candidates, key=lambda example: example["line"])
+    firsts: dict[str, int] = {}
+    for index, example in enumerate(ordered):
+        firsts.setdefault(example["reason"], index)
+    chosen = set(firsts.values())
+    others = [i for i in range(len(ordered)) if i not in chosen][: max(limit - len(chosen), 0)]
+    return [ordered[i] for i in sorted(chosen.union(others))]
 
 
 def detect(
@@ -157,11 +176,11 @@ def detect(
     if columns is not None and fmt not in ("csv", "tsv"):
         raise DataError(f"--columns names the columns of a headerless CSV/TSV file, not of a {fmt} source.")
     if fmt == "movielens":
-        return _movielens(path)
+        return _movielens(path, encoding)
     if fmt == "recbole":
-        return _recbole(path)
+        return _recbole(path, encoding)
     if fmt == "amazon":
-        return _amazon(path)
+        return _amazon(path, encoding)
     if fmt == "sql":
         raise DataError(f"--format sql reads a database URL such as sqlite:///{path}, not a file path.")
     if path.is_dir() and fmt != "parquet":
@@ -209,11 +228,11 @@ def table_spec(path: Path, encoding: str | None = None) -> TableSpec:
     """How to read a side table (items or users) from its name: MovieLens and RecBole files, else by extension."""
     name = path.name.lower()
     if name in ("u.item", "movies.dat", "movies.csv"):
-        return _movielens_items(path)
+        return _movielens_items(path, encoding)
     if name.endswith((".item", ".user")):
-        return _recbole_spec(path)
+        return _recbole_spec(path, encoding)
     if _is_meta(name) and _amazon_suffix(name):
-        return _amazon_items(path)
+        return _amazon_items(path, encoding)
     fmt = _EXTENSIONS.get(Path(_strip_compression(name)).suffix)
     if fmt not in ("csv", "tsv", "parquet", "jsonl"):
         raise DataError(f"cannot tell the format of {path} from its name; use a .csv, .tsv, .parquet or .jsonl file.")
@@ -231,6 +250,7 @@ def load_table(con: duckdb.DuckDBPyConnection, spec: TableSpec, table: str) -> L
         raise DataError(f"{spec.path} has no *.parquet files.")
     loader = {"csv": _load_csv, "parquet": _load_parquet, "jsonl": _load_jsonl}[spec.kind]
     loaded = loader(con, spec, table)
+    _check_encoding(spec, loaded.rejects)
     if spec.genre_flags:
         _fold_genres(con, loaded, spec.genre_flags)
     return loaded
@@ -254,36 +274,96 @@ def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
 
 
 def _load_csv(con: duckdb.DuckDBPyConnection, spec: TableSpec, table: str) -> Loaded:
+    """Read a CSV with its sniffed dialect; count rejected and blank records, and map records to file lines."""
+    dialect, columns = _sniff(con, spec)
     options = [
+        "auto_detect=false",
         "all_varchar=true",
-        f"header={str(spec.header).lower()}",
         "store_rejects=true",
         f"rejects_table={literal(table + '_rejects')}",
         f"rejects_scan={literal(table + '_scans')}",
+        "columns={" + ", ".join(f"{literal(c)}: 'VARCHAR'" for c in columns) + "}",
+        *(_option(key, value) for key, value in dialect.items()),
     ]
-    if spec.delimiter is not None:
-        options.append(f"delim={literal(spec.delimiter)}")
-    if spec.names is not None:
-        options.append("names=[" + ", ".join(literal(n) for n in spec.names) + "]")
     if spec.encoding is not None:
         options.append(f"encoding={literal(spec.encoding)}")
-    if spec.quote is not None:
-        options += [f"quote={literal(spec.quote)}", f"escape={literal(spec.quote)}"]
     source = f"read_csv({literal(str(spec.path))}, {', '.join(options)})"
     _run(con, f"CREATE TABLE {ident(table)} AS SELECT * FROM {source}", str(spec.path))
-    columns = _columns(con, table)
-    if spec.names is not None and len(columns) != len(spec.names):
-        raise DataError(
-            f"{spec.path} has {len(columns)} columns per line but {len(spec.names)} column names were "
-            f"given ({', '.join(spec.names)}); name every column in order."
-        )
     if spec.header and _looks_like_data(columns):
         raise DataError(
             f"the first line of {spec.path} looks like data ({', '.join(columns)}), not a header; name "
             "every column in order with --columns, e.g. --columns user_id,item_id,timestamp."
         )
-    rejects = _csv_rejects(con, table + "_rejects")
-    return Loaded(table, columns, str(spec.path), rejects, header_lines=int(spec.header))
+    line_map = scan_lines(
+        con,
+        spec.path,
+        new_line=dialect["new_line"],
+        quote=dialect["quote"],
+        escape=dialect["escape"],
+        encoding=spec.encoding,
+        table=table,
+    )
+    if len(columns) == 1:  # a blank line is a row (an empty value) when there is one column, not a skipped record
+        line_map = LineMap(multi_records=line_map.multi_records, extra_through=line_map.extra_through)
+    rejects = _rejects(con, _reject_reasons(table + "_rejects"))
+    rejects = _with_blank_records(rejects, line_map)
+    for example in rejects.examples:
+        example["line"] = int(line_map.file_lines(np.asarray([example["line"]]))[0])
+    return Loaded(table, columns, str(spec.path), rejects, header_lines=int(spec.header), line_map=line_map)
+
+
+def _sniff(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> tuple[dict[str, str | bool], list[str]]:
+    """The file's CSV dialect (read_csv options) and column names, sniffed with a generous line limit.
+
+    Sniffing with DuckDB's own 2 MB limit fails on the first over-long line; reading with the sniffed
+    dialect and that limit instead rejects such a line as one malformed row. Comment and skip-row
+    detection are off, so no line is left out without being counted.
+    """
+    given = ["all_varchar=true", "ignore_errors=true", "comment=''", "skip=0", f"max_line_size={SNIFF_MAX_LINE}"]
+    given.append(f"header={str(spec.header).lower()}")
+    if spec.delimiter is not None:
+        given.append(f"delim={literal(spec.delimiter)}")
+    if spec.quote is not None:
+        given += [f"quote={literal(spec.quote)}", f"escape={literal(spec.quote)}"]
+    if spec.encoding is not None:
+        given.append(f"encoding={literal(spec.encoding)}")
+    query = (
+        "SELECT Delimiter, Quote, Escape, NewLineDelimiter, Columns "
+        f"FROM sniff_csv({literal(str(spec.path))}, {', '.join(given)})"
+    )
+    try:
+        delimiter, quote, escape, new_line, found = con.execute(query).fetchone()
+    except duckdb.Error as exc:
+        if "Maximum line size" in str(exc):
+            raise DataError(
+                f"cannot tell the CSV dialect of {spec.path}: a line among its first 20,480 is longer than "
+                f"{SNIFF_MAX_LINE >> 20} MB; remove or shorten it (lines over 2 MB are counted as malformed)."
+            ) from exc
+        raise sql_error(exc, str(spec.path)) from exc
+    columns = [column["name"] for column in found]
+    if spec.names is not None and len(columns) != len(spec.names):
+        raise DataError(
+            f"{spec.path} has {len(columns)} columns per line but {len(spec.names)} column names were "
+            f"given ({', '.join(spec.names)}); name every column in order."
+        )
+    dialect: dict[str, str | bool] = {
+        "delim": spec.delimiter if spec.delimiter is not None else delimiter,
+        "quote": _sniffed(quote),
+        "escape": _sniffed(escape),
+        "new_line": new_line,
+        "header": spec.header,
+    }
+    return dialect, list(spec.names) if spec.names is not None else columns
+
+
+def _option(key: str, value: str | bool) -> str:
+    """One read_csv option: strings quoted, booleans as true/false."""
+    return f"{key}={literal(value) if isinstance(value, str) else str(value).lower()}"
+
+
+def _sniffed(value: str) -> str:
+    """A sniffed character option: DuckDB writes an empty one as '(empty)'."""
+    return "" if value == "(empty)" else value
 
 
 def _looks_like_data(columns: list[str]) -> bool:
@@ -300,68 +380,122 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _csv_rejects(con: duckdb.DuckDBPyConnection, rejects_table: str) -> Rejects:
-    per_line = (
-        f"SELECT line, 'malformed_' || replace(lower(min(error_type::VARCHAR)), ' ', '_') AS reason, "
+def _reject_reasons(rejects_table: str) -> str:
+    """SQL: one row per line of a DuckDB rejects table, with `line`, `reason` (`malformed_<error>`) and `text`."""
+    return (
+        "SELECT line, 'malformed_' || replace(lower(min(error_type::VARCHAR)), ' ', '_') AS reason, "
         f"any_value(csv_line) AS text FROM {ident(rejects_table)} GROUP BY line"
     )
+
+
+def _rejects(con: duckdb.DuckDBPyConnection, per_line: str) -> Rejects:
+    """Rejects from a query of (line, reason, text) rows: counts, sorted lines, the first examples per reason."""
     counts = dict(con.execute(f"SELECT reason, count(*) FROM ({per_line}) GROUP BY reason").fetchall())
     lines = con.execute(f"SELECT line FROM ({per_line}) ORDER BY line").fetchnumpy()["line"]
-    examples = con.execute(f"SELECT line, reason, text FROM ({per_line}) ORDER BY line LIMIT {MAX_EXAMPLES}")
+    examples = con.execute(
+        f"SELECT line, reason, left(text, {EXAMPLE_TEXT_CHARS}) FROM ({per_line}) "
+        f"QUALIFY row_number() OVER (PARTITION BY reason ORDER BY line) <= {MAX_EXAMPLES} ORDER BY line"
+    ).fetchall()
     return Rejects(
         counts={k: int(v) for k, v in counts.items()},
         lines=np.asarray(lines, dtype=np.int64),
-        examples=[{"line": int(line), "reason": r, "text": t} for line, r, t in examples.fetchall()],
+        examples=[{"line": int(line), "reason": r, "text": t} for line, r, t in examples],
     )
+
+
+def _with_blank_records(rejects: Rejects, line_map: LineMap) -> Rejects:
+    """Add a CSV file's blank records (skipped by DuckDB) to its rejects as `blank_line`."""
+    blank = line_map.blank_records
+    if not len(blank):
+        return rejects
+    examples = [{"line": int(record), "reason": "blank_line", "text": ""} for record in blank[:MAX_EXAMPLES]]
+    return Rejects(
+        counts={**rejects.counts, "blank_line": len(blank)},
+        lines=np.union1d(rejects.lines, blank),
+        examples=rejects.examples + examples,
+    )
+
+
+def _check_encoding(spec: TableSpec, rejects: Rejects) -> None:
+    """Refuse a file that is not valid UTF-8 when no encoding was given, naming the options that read it."""
+    bad = rejects.counts.get("malformed_invalid_encoding", 0)
+    if spec.encoding is not None or not bad:
+        return
+    first = min(e["line"] for e in rejects.examples if e["reason"] == "malformed_invalid_encoding")
+    raise DataError(
+        f"{spec.path} is not valid UTF-8 ({bad:,} undecodable lines, the first at line {first}); if it is "
+        "Latin-1 (ISO-8859-1) pass --encoding latin-1, or pass --encoding utf-8 to count those lines as "
+        "malformed_invalid_encoding and prepare the rest."
+    )
+
+
+def nested_columns(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+    """The columns of a DuckDB table holding lists, arrays, structs, maps, unions or JSON, with their types."""
+    described = con.execute(f"DESCRIBE {ident(table)}").fetchall()
+    return {name: kind for name, kind, *_ in described if kind.endswith("]") or kind.upper().startswith(_NESTED_TYPES)}
 
 
 def _load_parquet(con: duckdb.DuckDBPyConnection, spec: TableSpec, table: str) -> Loaded:
     source = f"{spec.path}/*.parquet" if spec.path.is_dir() else str(spec.path)
     _run(con, f"CREATE TABLE {ident(table)} AS SELECT * FROM read_parquet({literal(source)})", str(spec.path))
-    return Loaded(table, _columns(con, table), str(spec.path))
+    return Loaded(table, _columns(con, table), str(spec.path), nested=nested_columns(con, table))
 
 
 def _load_jsonl(con: duckdb.DuckDBPyConnection, spec: TableSpec, table: str) -> Loaded:
-    """Read lines as one text column, then keep the valid JSON objects; others are `malformed_json`."""
-    lines, parsed = f"{table}_lines", f"{table}_json"
+    """Read lines as one text column, then keep the JSON objects; others are `malformed_json` or `blank_line`."""
+    lines, parsed, rejects = f"{table}_lines", f"{table}_json", f"{table}_rejects"
     encoding = f", encoding={literal(spec.encoding)}" if spec.encoding else ""
     _run(
         con,
         f"CREATE TABLE {ident(lines)} AS SELECT * FROM read_csv({literal(str(spec.path))}, "
         "columns={'line': 'VARCHAR'}, header=false, delim='\x01', quote='', escape='', auto_detect=false, "
-        f"store_rejects=true, rejects_table={literal(table + '_rejects')}, "
+        f"store_rejects=true, rejects_table={literal(rejects)}, "
         f"rejects_scan={literal(table + '_scans')}{encoding})",
         str(spec.path),
     )
     con.execute(
-        f"CREATE TABLE {ident(parsed)} AS SELECT rowid + 1 AS __line, line, "
-        f"CASE WHEN json_valid(line) THEN line::JSON END AS j FROM {ident(lines)} WHERE trim(line) <> ''"
+        f"CREATE TABLE {ident(parsed)} AS SELECT __line, line, "
+        f"CASE WHEN json_valid(line) THEN line::JSON END AS j FROM ({_numbered_lines(con, lines, rejects)})"
     )
-    con.execute(
-        f"INSERT INTO {ident(table + '_rejects')} (line, error_type, csv_line) "
-        f"SELECT __line, 'INVALID STATE', line FROM {ident(parsed)} "
-        "WHERE j IS NULL OR json_type(j) <> 'OBJECT'"
+    unread = (
+        f"SELECT line, CASE WHEN reason IN ('malformed_invalid_state', 'malformed_too_many_columns') "
+        f"THEN 'malformed_json' ELSE reason END AS reason, text FROM ({_reject_reasons(rejects)}) "
+        f"UNION ALL SELECT __line, CASE WHEN coalesce(trim(line), '') = '' THEN 'blank_line' "
+        f"ELSE 'malformed_json' END, line FROM {ident(parsed)} WHERE j IS NULL OR json_type(j) <> 'OBJECT'"
     )
-    keys = [
-        row[0]
-        for row in con.execute(
-            f"SELECT k FROM (SELECT __line, json_keys(j) AS ks FROM {ident(parsed)} "
-            "WHERE json_type(j) = 'OBJECT'), unnest(ks) WITH ORDINALITY AS u(k, pos) "
-            "GROUP BY k ORDER BY min(__line), min(pos)"
-        ).fetchall()
-    ]
-    keys += [k for k in spec.json_keys if k not in keys]
+    found = con.execute(
+        f"SELECT e.key, any_value(e.type) FILTER (WHERE e.type IN ('ARRAY', 'OBJECT')) "
+        f"FROM {ident(parsed)} p, json_each(p.j) e WHERE json_type(p.j) = 'OBJECT' "
+        "GROUP BY e.key ORDER BY min(p.__line), arg_min(e.id, p.__line)"
+    ).fetchall()
+    keys = [key for key, _ in found] + [k for k in spec.json_keys if k not in {key for key, _ in found}]
+    nested = {key: f"JSON {kind.lower()}" for key, kind in found if kind is not None}
     extract = "".join(f", {_json_value(k, spec.list_separator)} AS {ident(k)}" for k in keys)
     con.execute(
         f"CREATE TABLE {ident(table)} AS SELECT __line{extract} FROM {ident(parsed)} "
         "WHERE json_type(j) = 'OBJECT' ORDER BY __line"
     )
-    rejects = _csv_rejects(con, table + "_rejects")
-    rejects.counts = {_json_reason(k): v for k, v in rejects.counts.items()}
-    for example in rejects.examples:
-        example["reason"] = _json_reason(example["reason"])
+    loaded_rejects = _rejects(con, unread)
     con.execute(f"DROP TABLE {ident(lines)}; DROP TABLE {ident(parsed)}")
-    return Loaded(table, keys, str(spec.path), rejects, line_column="__line")
+    return Loaded(table, keys, str(spec.path), loaded_rejects, line_column="__line", nested=nested)
+
+
+def _numbered_lines(con: duckdb.DuckDBPyConnection, lines: str, rejects: str) -> str:
+    """SQL: the raw lines with their file line `__line`, counting the rejected lines they do not hold.
+
+    Row r is line 1 + r + (rejected lines whose free lines before them number at most r), found by an
+    ASOF join on the rejected lines; without rejects it is line r + 1.
+    """
+    if not con.execute(f"SELECT count(*) FROM {ident(rejects)}").fetchone()[0]:
+        return f"SELECT rowid + 1 AS __line, line FROM {ident(lines)}"
+    skipped = (
+        "SELECT free, max(n) AS n FROM (SELECT line - row_number() OVER (ORDER BY line) AS free, "
+        f"row_number() OVER (ORDER BY line) AS n FROM (SELECT DISTINCT line FROM {ident(rejects)})) GROUP BY free"
+    )
+    return (
+        f"SELECT l.r + 1 + coalesce(s.n, 0) AS __line, l.line FROM (SELECT rowid AS r, line FROM {ident(lines)}) l "
+        f"ASOF LEFT JOIN ({skipped}) s ON l.r >= s.free"
+    )
 
 
 def _json_pointer(key: str) -> str:
@@ -383,11 +517,6 @@ def _json_value(key: str, list_separator: str | None) -> str:
     )
 
 
-def _json_reason(reason: str) -> str:
-    """Lines that are not JSON objects are `malformed_json`; encoding and other line errors keep theirs."""
-    return "malformed_json" if reason in ("malformed_invalid_state", "malformed_too_many_columns") else reason
-
-
 def _fold_genres(con: duckdb.DuckDBPyConnection, loaded: Loaded, flags: tuple[str, ...]) -> None:
     """Replace ML-100K's 0/1 genre columns by one `genres` column ('Action|Comedy'), as in later MovieLens."""
     parts = ", ".join(f"CASE WHEN {ident(g)} = '1' THEN {literal(g)} END" for g in flags)
@@ -399,7 +528,8 @@ def _fold_genres(con: duckdb.DuckDBPyConnection, loaded: Loaded, flags: tuple[st
     loaded.columns = [c for c in loaded.columns if c not in flags] + ["genres"]
 
 
-def _movielens(path: Path) -> Layout:
+def _movielens(path: Path, encoding: str | None = None) -> Layout:
+    """A MovieLens folder or ratings file; `encoding` applies to the ratings and to `movies.csv`."""
     folder = path if path.is_dir() else path.parent
     ratings = {
         "u.data": ("\t", ("user_id", "item_id", "rating", "timestamp"), "u.item"),
@@ -416,17 +546,19 @@ def _movielens(path: Path) -> Layout:
             delimiter=delimiter,
             names=names,
             header=names is None,
+            encoding=encoding,
             quote="" if names else None,
         )
-        items = _movielens_items(folder / items_file) if (folder / items_file).is_file() else None
+        items = _movielens_items(folder / items_file, encoding) if (folder / items_file).is_file() else None
         return Layout("movielens", folder.name, events, items, text_template=MOVIELENS_TEMPLATE)
     raise DataError(f"no MovieLens ratings file (u.data, ratings.dat or ratings.csv) at {path}.")
 
 
-def _movielens_items(path: Path) -> TableSpec:
+def _movielens_items(path: Path, encoding: str | None = None) -> TableSpec:
+    """A MovieLens movies file: `movies.csv` in `encoding`; the older files' encoding is detected."""
     name = path.name.lower()
     if name == "movies.csv":
-        return TableSpec(path, "csv")
+        return TableSpec(path, "csv", encoding=encoding)
     encoding = _utf8_or_latin1(path)
     if name == "u.item":
         names = ("item_id", "title", "release_date", "video_release_date", "imdb_url", *ML100K_GENRES)
@@ -447,7 +579,7 @@ def _utf8_or_latin1(path: Path) -> str:
     return "utf-8"
 
 
-def _amazon(path: Path) -> Layout:
+def _amazon(path: Path, encoding: str | None = None) -> Layout:
     """Amazon reviews: the review file (a folder's only non-meta JSON lines file) and its meta file, if any."""
     if path.is_dir():
         reviews = _amazon_files(path)
@@ -470,16 +602,16 @@ def _amazon(path: Path) -> Layout:
     return Layout(
         "amazon",
         path.name if path.is_dir() else _stem(path),
-        TableSpec(review, "jsonl"),
-        _amazon_items(meta) if meta is not None else None,
+        TableSpec(review, "jsonl", encoding=encoding),
+        _amazon_items(meta, encoding) if meta is not None else None,
         text_template=" | ".join("{" + f + "}" for f in fields),
     )
 
 
-def _amazon_items(path: Path) -> TableSpec:
+def _amazon_items(path: Path, encoding: str | None = None) -> TableSpec:
     """An Amazon meta file: JSON lines with list fields joined and the default text fields always present."""
     keys = AMAZON_TEXT_FIELDS.get(_amazon_suffix(path.name), ())
-    return TableSpec(path, "jsonl", list_separator=AMAZON_LIST_SEPARATOR, json_keys=keys)
+    return TableSpec(path, "jsonl", encoding=encoding, list_separator=AMAZON_LIST_SEPARATOR, json_keys=keys)
 
 
 def _amazon_suffix(name: str) -> str | None:
@@ -507,7 +639,7 @@ def _amazon_meta(review: Path) -> Path | None:
     return metas[0] if len(metas) == 1 else None
 
 
-def _recbole(path: Path) -> Layout:
+def _recbole(path: Path, encoding: str | None = None) -> Layout:
     if path.is_dir():
         inters = sorted(path.glob("*.inter"))
         named = path / f"{path.name}.inter"
@@ -525,22 +657,22 @@ def _recbole(path: Path) -> Layout:
     return Layout(
         "recbole",
         stem,
-        _recbole_spec(inter),
-        items=_recbole_spec(side["item"]) if side["item"].is_file() else None,
-        users=_recbole_spec(side["user"]) if side["user"].is_file() else None,
+        _recbole_spec(inter, encoding),
+        items=_recbole_spec(side["item"], encoding) if side["item"].is_file() else None,
+        users=_recbole_spec(side["user"], encoding) if side["user"].is_file() else None,
     )
 
 
-def _recbole_spec(path: Path) -> TableSpec:
+def _recbole_spec(path: Path, encoding: str | None = None) -> TableSpec:
     """RecBole atomic file: tab separated, no quoting, header `name:type` read with the types removed."""
     if not path.is_file():
         raise DataError(f"{path} does not exist.")
-    with path.open(encoding="utf-8", errors="replace") as handle:
+    with path.open(encoding=encoding or "utf-8", errors="replace") as handle:
         header = handle.readline().rstrip("\r\n")
     if not header:
         raise DataError(f"{path} is empty.")
     names = tuple(col.rpartition(":")[0] if ":" in col else col for col in header.split("\t"))
-    return TableSpec(path, "csv", "\t", names, header=True, quote="")
+    return TableSpec(path, "csv", "\t", names, header=True, encoding=encoding, quote="")
 
 
 def _strip_compression(name: str) -> str:

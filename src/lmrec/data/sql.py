@@ -2,7 +2,9 @@
 
 `duckdb:///path.db` is read by DuckDB itself (read-only); `sqlite:///path.db`, `postgresql://...` and
 any other SQLAlchemy URL are fetched in chunks, as text, through SQLAlchemy. The rows are hashed as they
-stream (with the query), so a preparation's fingerprint follows the data it actually read.
+stream (with the query), so a preparation's fingerprint follows the data it actually read. Columns of
+lists, structs or JSON (DuckDB types; Python lists, tuples and dicts from a driver, e.g. PostgreSQL arrays
+and jsonb) are recorded in `Loaded.nested`, so that they are refused as ids instead of read as "[0, 0]".
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from lmrec.data.readers import Loaded, sql_error
+from lmrec.data.readers import Loaded, nested_columns, sql_error
 from lmrec.data.sqlutil import ident
 from lmrec.errors import DataError
 
@@ -45,9 +47,12 @@ def load_sql(con: duckdb.DuckDBPyConnection, url: str, query: str | None, table:
     if not query:
         raise DataError(f'reading {display_url(url)} needs a query: pass --query "SELECT ...".')
     digest = hashlib.sha256(query.encode())
+    containers: dict[str, str] = {}
     with ExitStack() as stack:
-        opener = _duckdb_reader if url.startswith("duckdb://") else _sqlalchemy_reader
-        reader = opener(url, query, stack)
+        if url.startswith("duckdb://"):
+            reader = _duckdb_reader(url, query, stack)
+        else:
+            reader = _sqlalchemy_reader(url, query, stack, containers)
         con.register("_sql_source", pa.RecordBatchReader.from_batches(reader.schema, _hashed(reader, digest.update)))
         try:
             con.execute(f"CREATE TABLE {ident(table)} AS SELECT * FROM _sql_source")
@@ -56,7 +61,8 @@ def load_sql(con: duckdb.DuckDBPyConnection, url: str, query: str | None, table:
         finally:
             con.unregister("_sql_source")
     columns = [row[0] for row in con.execute(f"DESCRIBE {ident(table)}").fetchall()]
-    return Loaded(table, columns, display_url(url)), digest.hexdigest()
+    nested = {**nested_columns(con, table), **containers}
+    return Loaded(table, columns, display_url(url), nested=nested), digest.hexdigest()
 
 
 def _hashed(batches: Iterable[pa.RecordBatch], update: Callable[[bytes], None]) -> Iterator[pa.RecordBatch]:
@@ -85,8 +91,11 @@ def _duckdb_reader(url: str, query: str, stack: ExitStack) -> pa.RecordBatchRead
     return relation.to_arrow_reader(CHUNK_ROWS)
 
 
-def _sqlalchemy_reader(url: str, query: str, stack: ExitStack) -> pa.RecordBatchReader:
-    """The query's result through SQLAlchemy, fetched in chunks as Arrow text columns."""
+def _sqlalchemy_reader(url: str, query: str, stack: ExitStack, containers: dict[str, str]) -> pa.RecordBatchReader:
+    """The query's result through SQLAlchemy, fetched in chunks as Arrow text columns.
+
+    `containers` receives, as the rows stream, each column that held a list, tuple or dict (by type name).
+    """
     import sqlalchemy as sa
 
     shown = display_url(url)
@@ -102,13 +111,16 @@ def _sqlalchemy_reader(url: str, query: str, stack: ExitStack) -> pa.RecordBatch
         raise DataError(f"the query failed on {shown}: {first}") from exc
     names = result.keys()
     schema = pa.schema([(str(name), pa.string()) for name in names])
-    return pa.RecordBatchReader.from_batches(schema, _text_batches(result, schema))
+    return pa.RecordBatchReader.from_batches(schema, _text_batches(result, schema, containers))
 
 
-def _text_batches(result, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """Chunks of a SQLAlchemy result as record batches of strings (None stays null)."""
+def _text_batches(result, schema: pa.Schema, containers: dict[str, str]) -> Iterator[pa.RecordBatch]:
+    """Chunks of a SQLAlchemy result as record batches of strings (None stays null), noting container columns."""
     for rows in result.partitions(CHUNK_ROWS):
-        columns = [
-            pa.array([None if v is None else str(v) for v in values], pa.string()) for values in zip(*rows, strict=True)
-        ]
-        yield pa.RecordBatch.from_arrays(columns, schema=schema)
+        columns = list(zip(*rows, strict=True))
+        for name, values in zip(schema.names, columns, strict=True):
+            kind = next((type(v).__name__ for v in values if isinstance(v, (list, tuple, dict))), None)
+            if kind is not None:
+                containers.setdefault(name, f"Python {kind}")
+        arrays = [pa.array([None if v is None else str(v) for v in values], pa.string()) for values in columns]
+        yield pa.RecordBatch.from_arrays(arrays, schema=schema)
