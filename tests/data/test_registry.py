@@ -7,8 +7,9 @@ import io
 import re
 import socket
 import threading
+import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,6 +40,7 @@ class FileServer:
     requests: list[dict[str, str]] = field(default_factory=list)
     honour_range: bool = True
     stop_after: int | None = None
+    gate: threading.Event | None = None  # when set, bodies are sent only once the event is set
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}"
@@ -65,6 +67,8 @@ def _handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
             self.send_header("Content-Length", str(len(body) - start))
             self.end_headers()
+            if server.gate is not None:
+                server.gate.wait(timeout=30)
             self.wfile.write(body[start : server.stop_after])
 
         def log_message(self, format: str, *args: object) -> None:
@@ -141,7 +145,85 @@ def test_checksum_mismatch_names_both_hashes_and_leaves_nothing(file_server: Fil
 
     message = str(excinfo.value)
     assert wrong in message and _sha256(data) in message and file_server.url("toy.zip") in message
-    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["toy.zip.lock"], "only the empty lock file stays"
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _start_fetch(entry: DatasetEntry, cache: Path, results: dict, key: str, **options: float) -> threading.Thread:
+    """Run `fetch` in a thread; its path or exception lands in results[key]."""
+
+    def run() -> None:
+        try:
+            results[key] = fetch(entry, cache, **options)
+        except Exception as exc:  # handed to the test thread
+            results[key] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_concurrent_fetches_download_once_and_share_the_file(file_server: FileServer, tmp_path: Path) -> None:
+    data = _toy_zip()
+    file_server.files["toy.zip"] = data
+    file_server.gate = threading.Event()
+    entry = _entry(file_server.url("toy.zip"), _sha256(data))
+    results: dict = {}
+
+    first = _start_fetch(entry, tmp_path, results, "first")
+    _wait_for(lambda: len(file_server.requests) == 1)  # the first is mid-download
+    second = _start_fetch(entry, tmp_path, results, "second")
+    time.sleep(0.5)
+    assert len(file_server.requests) == 1, "the second fetch must wait, not download the same .part"
+    file_server.gate.set()
+    first.join(30)
+    second.join(30)
+
+    assert results == {"first": tmp_path / "toy" / "toy", "second": tmp_path / "toy" / "toy"}
+    assert len(file_server.requests) == 1
+    assert sha256_file(tmp_path / "toy" / "toy.zip") == _sha256(data)
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_waiting_too_long_for_another_download_says_so(file_server: FileServer, tmp_path: Path) -> None:
+    data = _toy_zip()
+    file_server.files["toy.zip"] = data
+    file_server.gate = threading.Event()
+    entry = _entry(file_server.url("toy.zip"), _sha256(data))
+    results: dict = {}
+    first = _start_fetch(entry, tmp_path, results, "first")
+    _wait_for(lambda: len(file_server.requests) == 1)
+
+    with pytest.raises(DataError, match=r"another process is downloading toy\.zip of toy into .*toy\.zip\.lock"):
+        fetch(entry, tmp_path, lock_wait=0.3)
+
+    file_server.gate.set()
+    first.join(30)
+    assert results["first"] == tmp_path / "toy" / "toy"
+    assert len(file_server.requests) == 1
+
+
+def test_zip_extracted_by_another_process_meanwhile_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = tmp_path / "toy.zip"
+    archive.write_bytes(_toy_zip())
+    original = zipfile.ZipFile.extractall
+
+    def extract_while_another_finishes(self: zipfile.ZipFile, path: str | None = None, *args: object) -> None:
+        (tmp_path / "toy").mkdir()
+        (tmp_path / "toy" / "ratings.csv").write_text("theirs\n")
+        original(self, path, *args)
+
+    monkeypatch.setattr(zipfile.ZipFile, "extractall", extract_while_another_finishes)
+
+    assert resolve_source("toy", archive) == tmp_path / "toy"
+    assert (tmp_path / "toy" / "ratings.csv").read_text() == "theirs\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_partial_download_is_resumed_with_a_range_request(file_server: FileServer, tmp_path: Path) -> None:

@@ -3,7 +3,10 @@
 `resolve_source` looks, in order, at an explicit path, at `$LMREC_DATA_DIR/<name>/`, at the download
 cache (`$LMREC_CACHE_DIR`, default `~/.cache/lmrec/datasets`) and finally downloads the catalogue's
 files: streamed with a progress bar, resumed from a `.part` file with an HTTP Range request, checked
-against their SHA-256, renamed into place atomically, and zip archives extracted once.
+against their SHA-256, renamed into place atomically, and zip archives extracted once. Each file is
+checked, downloaded and extracted under an exclusive lock (`flock` on an empty `<file>.lock` beside it,
+left in place), so a second process fetching the same dataset waits for the first and then finds the
+verified file, or says after `lock_wait` seconds that another process is still downloading it.
 
 Where the checksums come from (nothing was downloaded to compute them here, since this project's
 build machines have no internet access):
@@ -21,16 +24,19 @@ build machines have no internet access):
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import http.client
 import logging
 import os
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -46,6 +52,8 @@ DATA_DIR_ENV = "LMREC_DATA_DIR"
 CACHE_DIR_ENV = "LMREC_CACHE_DIR"
 DEFAULT_CACHE_DIR = Path("~/.cache/lmrec/datasets")
 TIMEOUT_S = 60.0
+LOCK_WAIT_S = 3600.0  # how long to wait for another process's download of the same file
+_LOCK_POLL_S = 0.1
 _CHUNK = 1 << 20
 _USER_AGENT = "lmrec-dataset-registry/0.1"
 
@@ -252,27 +260,35 @@ def resolve_source(
     return fetch(get_entry(name, catalogue), download=download)
 
 
-def fetch(entry: DatasetEntry, cache: Path | None = None, *, download: bool = True, timeout: float = TIMEOUT_S) -> Path:
+def fetch(
+    entry: DatasetEntry,
+    cache: Path | None = None,
+    *,
+    download: bool = True,
+    timeout: float = TIMEOUT_S,
+    lock_wait: float = LOCK_WAIT_S,
+) -> Path:
     """Make every file of `entry` present and verified under `cache/<name>/` and return the dataset's path.
 
-    Files already cached are re-hashed and kept if they match; missing or corrupt ones are downloaded.
-    The path is the extracted folder for a single-zip dataset, else the dataset's cache folder, where
-    each file of `entry.files` is `folder / file.filename` (its `role` tells which is which).
+    Files already cached are re-hashed and kept if they match; missing or corrupt ones are downloaded,
+    each under its lock (waiting up to `lock_wait` seconds for another process holding it). The path is
+    the extracted folder for a single-zip dataset, else the dataset's cache folder, where each file of
+    `entry.files` is `folder / file.filename` (its `role` tells which is which).
     """
     folder = (cache if cache is not None else cache_dir()) / entry.name
     extracted: list[Path] = []
     for remote in entry.files:
         target = folder / remote.filename
-        if not _cached_ok(target, remote):
-            if not download:
-                raise DataError(
-                    f"{entry.name} is not in the download cache ({folder}) and downloading is off; "
-                    f"{_fallback(entry.name)}."
-                )
-            logger.info("downloading %s (%s)", entry.name, entry.licence)
-            _download(remote, target, entry.name, timeout)
-        if remote.is_zip:
-            extracted.append(_extract_once(target, folder / Path(remote.filename).stem))
+        if not download and not target.is_file():
+            raise _offline(entry.name, folder)
+        with _file_lock(target, entry.name, lock_wait):
+            if not _cached_ok(target, remote):
+                if not download:
+                    raise _offline(entry.name, folder)
+                logger.info("downloading %s (%s)", entry.name, entry.licence)
+                _download(remote, target, entry.name, timeout)
+            if remote.is_zip:
+                extracted.append(_extract_once(target, folder / Path(remote.filename).stem))
     return extracted[0] if len(entry.files) == 1 and extracted else folder
 
 
@@ -287,6 +303,41 @@ def sha256_file(path: Path) -> str:
 
 def _fallback(name: str) -> str:
     return f"pass --source PATH or put a copy at ${DATA_DIR_ENV}/{name}/"
+
+
+def _offline(name: str, folder: Path) -> DataError:
+    return DataError(f"{name} is not in the download cache ({folder}) and downloading is off; {_fallback(name)}.")
+
+
+@contextmanager
+def _file_lock(target: Path, name: str, wait: float) -> Iterator[None]:
+    """Hold an exclusive `flock` on `<target>.lock`; wait up to `wait` seconds while another process holds it."""
+    lock = target.with_name(target.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as handle:
+        if not _try_lock(handle.fileno()):
+            logger.info("another process is downloading %s (it holds %s); waiting for it", target.name, lock)
+            deadline = time.monotonic() + wait
+            while not _try_lock(handle.fileno()):
+                if time.monotonic() >= deadline:
+                    raise DataError(
+                        f"another process is downloading {target.name} of {name} into {target.parent} (it holds "
+                        f"{lock}); wait for it to finish and run again, or stop that process."
+                    )
+                time.sleep(_LOCK_POLL_S)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the exclusive lock on `fd` if it is free; False when another open file holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _data_dir_copy(name: str) -> Path | None:
@@ -466,6 +517,10 @@ def _extract_once(archive: Path, target: Path) -> Path:
         os.replace(_content_root(tmp), target)
     except zipfile.BadZipFile as exc:
         raise DataError(f"{archive} is not a valid zip archive ({exc}); delete it and try again.") from exc
+    except OSError:
+        if not target.is_dir():
+            raise
+        logger.info("%s was extracted by another process meanwhile; using it", target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
