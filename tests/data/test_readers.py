@@ -333,6 +333,27 @@ def test_items_table_template_and_text_columns(write, tmp_path: Path) -> None:
         prepare(events, tmp_path / "d", items=items, text_template="{title} {price}")
 
 
+def test_items_table_rows_left_out_are_shown_with_their_file_and_line(write, tmp_path: Path) -> None:
+    events = write("e.csv", "user_id,item_id,ts\nu,a,1\nu,b,2\n")
+    items = write("items.csv", "item_id,title\na,Shoe\n\n,No id\nb,Hat\na,Again\nb,Hat,extra\n")
+    ds = prepare(events, tmp_path / "out", items=items)
+    m = ds.manifest
+    assert {k: v for k, v in m["dropped"].items() if k.startswith("items_table_")} == {
+        "items_table_blank_line": 1,
+        "items_table_malformed_too_many_columns": 1,
+        "items_table_missing_id": 1,
+        "items_table_duplicate_id": 1,
+    }
+    shown = [(e["line"], e["reason"], e["file"]) for e in m["examples"]]
+    assert shown == [
+        (3, "items_table_blank_line", str(items)),
+        (4, "items_table_missing_id", str(items)),
+        (6, "items_table_duplicate_id", str(items)),
+        (7, "items_table_malformed_too_many_columns", str(items)),
+    ]
+    assert m["examples"][2]["values"] == {"item_id": "a", "title": "Again"}
+
+
 def test_parquet_items_table(write, tmp_path: Path) -> None:
     events = write("e.csv", "user_id,product_id,ts\n1,10,1\n1,11,2\n")
     pq.write_table(pa.table({"product_id": [10, 11], "name": ["Ten", "Eleven"]}), tmp_path / "items.parquet")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from lmrec.data.readers import MAX_EXAMPLES, Loaded, pick_examples
+from lmrec.data.readers import MAX_EXAMPLES, Loaded
 from lmrec.data.sqlutil import as_text, ident, literal
 from lmrec.errors import DataError
 
@@ -84,7 +84,7 @@ def clean(
     dropped_rows = _dropped_rows(con, dropped)
     kcore, kcore_rows = _k_core(con, filters.min_user_interactions, filters.min_item_interactions)
     dropped.update(kcore)
-    examples = _examples(con, loaded, dropped_rows + kcore_rows)
+    examples = loaded.examples(con, dropped_rows + kcore_rows)
     con.execute(f"DROP TABLE {ident(loaded.table)}")
     users, items, interactions = con.execute(
         "SELECT count(DISTINCT uc), count(DISTINCT ic), count(*) FROM events"
@@ -189,29 +189,6 @@ def _dropped_rows(con: duckdb.DuckDBPyConnection, dropped: dict[str, int]) -> li
         ).fetchall()
         found += [(int(row), "duplicate") for (row,) in rows]
     return found
-
-
-def _examples(con: duckdb.DuckDBPyConnection, loaded: Loaded, rows: list[tuple[int, str]]) -> list[dict]:
-    """The examples to show from dropped rows (row id, reason) and the reader's rejected lines, in file order."""
-    lines = loaded.lines_of(con, [row for row, _ in rows])
-    found = [{"line": lines[row], "reason": reason, "row": row} for row, reason in rows]
-    chosen = pick_examples(found + [dict(example) for example in loaded.rejects.examples])
-    values = _row_values(con, loaded, [e["row"] for e in chosen if "row" in e])
-    for example in chosen:
-        if "row" in example:
-            example["values"] = values[example.pop("row")]
-    return chosen
-
-
-def _row_values(con: duckdb.DuckDBPyConnection, loaded: Loaded, rows: list[int]) -> dict[int, dict]:
-    """The original values (as text) of a few loaded rows, by row id."""
-    if not rows:
-        return {}
-    columns = ", ".join(f"CAST({ident(c)} AS VARCHAR)" for c in loaded.columns)
-    result = con.execute(
-        f"SELECT rowid, {columns} FROM {ident(loaded.table)} WHERE rowid IN ({', '.join(str(int(r)) for r in rows)})"
-    ).fetchall()
-    return {int(row[0]): dict(zip(loaded.columns, row[1:], strict=True)) for row in result}
 
 
 def _encode(con: duckdb.DuckDBPyConnection, keep_repeats: bool) -> None:

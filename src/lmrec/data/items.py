@@ -24,7 +24,7 @@ from pathlib import Path
 import duckdb
 
 from lmrec.data.columns import GUESSES, guess_column
-from lmrec.data.readers import Loaded
+from lmrec.data.readers import MAX_EXAMPLES, Loaded
 from lmrec.data.sqlutil import as_text, ident, literal
 from lmrec.errors import DataError
 
@@ -35,13 +35,18 @@ _RESERVED = {"item": ("item_idx", "item_id", "text", "cold"), "user": ("user_idx
 
 @dataclass
 class Side:
-    """A side table reduced to one row per id (`__id`): its output columns (name -> source) and drops."""
+    """A side table reduced to one row per id (`__id`): its output columns (name -> source), drops and examples.
+
+    The examples are the first rows left out (rejected lines, missing and repeated ids), each with its line,
+    reason (`<role>s_table_<reason>`), the table's file and its values or text.
+    """
 
     role: str
     table: str
     columns: dict[str, str]
     where: str
     dropped: dict[str, int]
+    examples: list[dict]
 
 
 def prepare_side(
@@ -71,9 +76,24 @@ def prepare_side(
     kept = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     counts = {**loaded.rejects.counts, "missing_id": missing, "duplicate_id": total - missing - kept}
     dropped = {f"{role}s_table_{reason}": int(n) for reason, n in counts.items() if n}
+    examples = [
+        {**example, "reason": f"{role}s_table_{example['reason']}", "file": loaded.where}
+        for example in loaded.examples(con, _left_out_rows(con, source, key) if total > kept else [])
+    ]
     reserved = _RESERVED[role]
     outputs = {(f"{c}_side" if c in reserved else c): c for c in columns}
-    return Side(role, table, outputs, loaded.where, dropped)
+    return Side(role, table, outputs, loaded.where, dropped, examples)
+
+
+def _left_out_rows(con: duckdb.DuckDBPyConnection, source: str, key: str) -> list[tuple[int, str]]:
+    """The first rows (row id, reason) without an id and with an id seen on an earlier row."""
+    rows = con.execute(
+        f"SELECT rowid, reason FROM (SELECT rowid, CASE WHEN {key} IS NULL THEN 'missing_id' WHEN "
+        f"row_number() OVER (PARTITION BY {key} ORDER BY rowid) > 1 THEN 'duplicate_id' END AS reason "
+        f"FROM {source}) WHERE reason IS NOT NULL "
+        f"QUALIFY row_number() OVER (PARTITION BY reason ORDER BY rowid) <= {MAX_EXAMPLES} ORDER BY rowid"
+    ).fetchall()
+    return [(int(row), reason) for row, reason in rows]
 
 
 def unused_rows(con: duckdb.DuckDBPyConnection, side: Side) -> dict[str, int]:

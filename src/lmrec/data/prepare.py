@@ -300,11 +300,12 @@ def _run(
     split = SplitSpec(opts.split, opts.cutoff, opts.valid_cutoff, opts.targets, opts.tie_break)
     summary, lengths = split_and_write(con, split, stage / INTERACTIONS, extra)
     step("writing items and users")
-    dropped = dict(cleaned.dropped)
+    dropped, examples = dict(cleaned.dropped), list(cleaned.examples)
     for side in (items_side, users_side):
         if side is not None:
             dropped.update(side.dropped)
             dropped.update(side_tables.unused_rows(con, side))
+            examples += side.examples
     text = side_tables.write_items(con, items_side, template, stage / ITEMS)
     side_tables.write_users(con, users_side, stage / USERS)
     return {
@@ -314,7 +315,7 @@ def _run(
         "interactions": cleaned.interactions,
         "rows_read": cleaned.rows_read,
         "dropped": dropped,
-        "examples": cleaned.examples,
+        "examples": examples,
         "columns": mapping,
         "split": summary,
         "sequence_length": _quantiles(lengths),

@@ -151,6 +151,27 @@ class Loaded:
         lines = self.line_map.file_lines(records)
         return {int(r): int(line) for r, line in zip(rows, lines, strict=True)}
 
+    def examples(self, con: duckdb.DuckDBPyConnection, rows: list[tuple[int, str]]) -> list[dict]:
+        """The examples to show from dropped rows (row id, reason) and the rejected lines, in file order."""
+        lines = self.lines_of(con, [row for row, _ in rows])
+        found = [{"line": lines[row], "reason": reason, "row": row} for row, reason in rows]
+        chosen = pick_examples(found + [dict(example) for example in self.rejects.examples])
+        values = self._values_of(con, [e["row"] for e in chosen if "row" in e])
+        for example in chosen:
+            if "row" in example:
+                example["values"] = values[example.pop("row")]
+        return chosen
+
+    def _values_of(self, con: duckdb.DuckDBPyConnection, rows: list[int]) -> dict[int, dict]:
+        """The original values (as text) of a few rows, by row id."""
+        if not rows:
+            return {}
+        columns = ", ".join(f"CAST({ident(c)} AS VARCHAR)" for c in self.columns)
+        result = con.execute(
+            f"SELECT rowid, {columns} FROM {ident(self.table)} WHERE rowid IN ({', '.join(str(int(r)) for r in rows)})"
+        ).fetchall()
+        return {int(row[0]): dict(zip(self.columns, row[1:], strict=True)) for row in result}
+
 
 def pick_examples(candidates: list[dict], limit: int = MAX_EXAMPLES) -> list[dict]:
     """The examples to show, in line order: the first of every reason, then the earliest others up to `limit`."""
