@@ -98,6 +98,17 @@ def test_source_option_is_forwarded_to_the_registry(write, tmp_path: Path, capsy
     assert stdout.split()[0] == "toy"
 
 
+def test_prepare_help_lists_the_registered_dataset_names(capsys) -> None:
+    from lmrec.data.registry import CATALOGUE
+
+    code, stdout, _ = run(["data", "prepare", "--help"], capsys)
+    assert code == 0
+    flat = " ".join(stdout.split())
+    assert "Registered datasets" in flat
+    for name in CATALOGUE:
+        assert name in flat
+
+
 def test_synth_calls_the_generator(tmp_path: Path, capsys, monkeypatch) -> None:
     calls = []
 

@@ -4,21 +4,38 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperCommand
+
+if TYPE_CHECKING:
+    import click
 
 app = typer.Typer(no_args_is_help=True, help="Read, clean, sequence and split behaviour logs.")
 
 _SEQUENCE_KEYS = ("min", "p25", "median", "p75", "p90", "max")
 
 
-@app.command("prepare")
+class _PrepareCommand(TyperCommand):
+    """`data prepare`, whose help ends with the registered dataset names (the registry loads only for --help)."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from lmrec.data.registry import list_datasets
+
+        names = ", ".join(entry.name for entry in list_datasets())
+        self.epilog = f"Registered datasets (SOURCE names): {names}."
+        super().format_help(ctx, formatter)
+
+
+@app.command("prepare", cls=_PrepareCommand)
 def prepare_command(
-    source: Annotated[str, typer.Argument(help="A file, folder, database URL or dataset name (e.g. ml-100k).")],
+    source: Annotated[
+        str, typer.Argument(help="A file, folder, database URL or registered dataset name (listed below).")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the prepared dataset to.")],
     fmt: Annotated[
         str | None,
