@@ -79,3 +79,48 @@ def test_registry_cli(runs: tuple[Path, Path], tmp_path: Path, run_cli, monkeypa
     assert ModelRegistry(tmp_path / "env-reg").promoted().version == 1
     code, out = cli(["registry", "promote", "9", "--registry", str(tmp_path / "env-reg")])
     assert code == 1 and "version 9 is not in registry" in out
+
+
+@pytest.fixture(scope="module")
+def other_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished pop run on another synthetic log (another data fingerprint)."""
+    root = tmp_path_factory.mktemp("other")
+    main(["data", "synth", "--users", "30", "--items", "15", "--events", "400", "--out", str(root / "log.csv")])
+    main(["data", "prepare", str(root / "log.csv"), "--out", str(root / "d")])
+    lmrec.train(root / "d", root / "pop", model="pop", overrides=["eval.ks=[5,10]"])
+    return root / "pop"
+
+
+def test_another_dataset_is_promoted_only_when_allowed(
+    runs: tuple[Path, Path], other_run: Path, tmp_path: Path
+) -> None:
+    registry = ModelRegistry(tmp_path / "reg")
+    registry.add(runs[0], promote=True)
+    other = registry.add(other_run)
+    with pytest.raises(RunError, match=r"another dataset.*--allow-new-catalogue"):
+        registry.promote(other.version)
+    with pytest.raises(RunError, match="another dataset"):
+        registry.add(other_run, promote=True)
+    assert [v.version for v in registry.versions()] == [1, 2] and registry.promoted().version == 1
+    registry.promote(other.version, allow_new_catalogue=True)
+    assert registry.promoted().version == other.version
+    registry.add(runs[1], promote=True, allow_new_catalogue=True)
+    assert registry.rollback().version == other.version  # a rollback returns to a state already served
+    log = json.loads(registry.index_file.read_text())["log"]
+    assert [(e["action"], e.get("new_catalogue", False)) for e in log[-4:]] == [
+        ("promote", True), ("add", False), ("promote", True), ("rollback", True)
+    ]  # fmt: skip
+
+
+def test_registry_cli_allows_a_new_catalogue_only_when_asked(
+    runs: tuple[Path, Path], other_run: Path, tmp_path: Path, run_cli
+) -> None:
+    where = ["--registry", str(tmp_path / "reg")]
+    assert run_cli(["registry", "add", str(runs[0]), "--promote", *where])[0] == 0
+    code, out, err = run_cli(["registry", "add", str(other_run), "--promote", *where])
+    assert code == 1 and "--allow-new-catalogue" in out + err
+    assert run_cli(["registry", "add", str(other_run), *where])[0] == 0
+    code, out, err = run_cli(["registry", "promote", "2", *where])
+    assert code == 1 and "another dataset" in out + err
+    code, out, _ = run_cli(["registry", "promote", "2", "--allow-new-catalogue", *where])
+    assert code == 0 and "promoted version 2" in out

@@ -1,17 +1,21 @@
-"""A service on a registry serves the promoted version and switches without dropping requests."""
+"""A service on a registry serves the promoted version, switches without dropping requests, and refuses
+versions it cannot serve (corrupt, or trained on another dataset) while saying so."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
-from serve_helpers import AUTH
+from serve_helpers import AUTH, ServerProcess
 
 import lmrec
+from lmrec.cli import main
 from lmrec.registry.versions import ModelRegistry
 
 
@@ -24,6 +28,32 @@ def registry(prepared: Path, tiny_run: Path, tmp_path_factory: pytest.TempPathFa
     registry.add(tiny_run, promote=True)
     registry.add(root / "pop")
     return registry
+
+
+@pytest.fixture(scope="module")
+def corrupt(registry: ModelRegistry, tiny_run: Path) -> int:
+    """A version whose model.pt is damaged (cut in half)."""
+    version = registry.add(tiny_run)
+    checkpoint = version.path / "model" / "model.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    return version.version
+
+
+@pytest.fixture(scope="module")
+def other_dataset(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> int:
+    """A popularity version trained on another dataset (another data fingerprint)."""
+    root = tmp_path_factory.mktemp("other")
+    main(["data", "synth", "--users", "50", "--items", "30", "--events", "900", "--out", str(root / "log.csv")])
+    main(["data", "prepare", str(root / "log.csv"), "--out", str(root / "d")])
+    lmrec.train(root / "d", root / "pop", model="pop")
+    return registry.add(root / "pop").version
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
 
 
 def served(client: TestClient) -> tuple[str, str]:
@@ -84,3 +114,81 @@ def test_a_registry_without_promotion_is_a_clear_error(tmp_path: Path, tiny_run:
     ModelRegistry(tmp_path / "r").add(tiny_run)
     with pytest.raises(RunError, match="no promoted version"):
         ModelSource(tmp_path / "r").resolve()
+
+
+def test_a_promoted_version_that_is_not_loaded_yet_is_reported(
+    registry: ModelRegistry, make_client: Callable[..., TestClient]
+) -> None:
+    registry.promote(1)
+    client = make_client(source=registry.root)
+    assert client.get("/readyz").json() == {"status": "ok", "model_version": "1", "promoted_version": "1",
+                                            "detail": None}  # fmt: skip
+    registry.promote(2)
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+    assert ready.json()["promoted_version"] == "2" and "not loaded yet" in ready.json()["detail"]
+    client.post("/v1/admin/reload", headers=AUTH)
+    assert client.get("/readyz").json()["status"] == "ok"
+
+
+def test_a_corrupt_version_is_refused_reported_and_logged_once(
+    registry: ModelRegistry, corrupt: int, make_client: Callable[..., TestClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    registry.promote(1)
+    caplog.set_level(logging.INFO, logger="lmrec.serve.service")
+    with make_client(source=registry.root, poll_interval=0.02) as client:
+        registry.promote(corrupt)
+        wait_for(lambda: client.get("/readyz").json()["status"] == "degraded")
+        time.sleep(0.5)  # about 25 more polls
+        ready = client.get("/readyz").json()
+        assert ready["model_version"] == "1" and ready["promoted_version"] == str(corrupt)
+        assert f"version {corrupt} cannot be loaded" in ready["detail"] and "corrupt" in ready["detail"]
+        assert served(client) == ("1", "sasrec")
+        for params in ({}, {"force": "true"}):
+            reply = client.post("/v1/admin/reload", params=params, headers=AUTH)
+            assert reply.status_code == 503 and reply.json()["detail"] == ready["detail"]
+        assert "lmrec_model_refused 1.0" in client.get("/metrics").text
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1, [r.getMessage() for r in errors]
+        assert not errors[0].exc_info and "\n" not in errors[0].getMessage()
+        assert "still serving version 1" in errors[0].getMessage().lower()
+        registry.promote(1)
+        assert client.get("/readyz").json()["status"] == "ok"  # the served version is promoted again
+        wait_for(lambda: "lmrec_model_refused 0.0" in client.get("/metrics").text)
+
+
+def test_a_version_on_another_dataset_is_not_hot_swapped_unless_allowed(
+    registry: ModelRegistry,
+    other_dataset: int,
+    make_client: Callable[..., TestClient],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry.promote(1)
+    client = make_client(source=registry.root)
+    allowing = make_client(source=registry.root, allow_new_catalogue=True)
+    registry.promote(other_dataset, allow_new_catalogue=True)
+    reply = client.post("/v1/admin/reload", headers=AUTH)
+    assert reply.status_code == 409, reply.text
+    assert "another dataset" in reply.json()["detail"] and "--allow-new-catalogue" in reply.json()["detail"]
+    assert served(client) == ("1", "sasrec")
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "degraded" and ready["promoted_version"] == str(other_dataset)
+    assert ready["detail"] == reply.json()["detail"]
+
+    caplog.set_level(logging.INFO, logger="lmrec.serve.service")
+    assert allowing.post("/v1/admin/reload", headers=AUTH).json() == {"model_version": str(other_dataset),
+                                                                      "changed": True}  # fmt: skip
+    assert served(allowing) == (str(other_dataset), "pop")
+    assert any("catalogue changed" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    registry.promote(1, allow_new_catalogue=True)
+
+
+def test_lmrec_serve_allow_new_catalogue(
+    registry: ModelRegistry, other_dataset: int, server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    registry.promote(1, allow_new_catalogue=True)
+    process = server(str(registry.root), "--store", f"sqlite:///{tmp_path / 'e.sqlite'}", "--allow-new-catalogue")
+    registry.promote(other_dataset, allow_new_catalogue=True)
+    reply = httpx.post(f"{process.url}/v1/admin/reload", headers=AUTH, timeout=30)
+    assert reply.status_code == 200 and reply.json()["model_version"] == str(other_dataset), reply.text
+    registry.promote(1, allow_new_catalogue=True)

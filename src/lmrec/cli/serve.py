@@ -20,6 +20,9 @@ console = Console(soft_wrap=True)
 registry_app = typer.Typer(no_args_is_help=True, help="Numbered model versions: add, promote, roll back, list.")
 
 RegistryOption = typer.Option(None, "--registry", help="Registry directory (default $LMREC_REGISTRY or ./registry).")
+NewCatalogueOption = typer.Option(
+    False, "--allow-new-catalogue", help="Allow a version trained on another dataset than the promoted one."
+)
 
 
 def _loopback(host: str) -> bool:
@@ -41,6 +44,11 @@ def serve(
     poll: float = typer.Option(2.0, "--poll", help="Seconds between checks for a new promoted version (0: never)."),
     history_ttl: float = typer.Option(
         None, "--history-ttl", help="Seconds a cached history lives (default: forever with one SQLite writer, else 2)."
+    ),
+    allow_new_catalogue: bool = typer.Option(
+        False,
+        "--allow-new-catalogue",
+        help="Hot-swap to a promoted version trained on another dataset (default: refused until a restart).",
     ),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
@@ -64,6 +72,7 @@ def serve(
         "classifier": str(classifier) if classifier else None,
         "poll_interval": poll,
         "history_ttl": ttl,
+        "allow_new_catalogue": allow_new_catalogue,
     }
     options = {"host": host, "port": port, "log_level": log_level, "access_log": False}
     if workers > 1:
@@ -84,6 +93,7 @@ def serve(
         classifier=classifier,
         poll_interval=poll,
         history_ttl=ttl,
+        allow_new_catalogue=allow_new_catalogue,
     )
     uvicorn.Server(uvicorn.Config(create_app(config), **options)).run()
 
@@ -93,23 +103,28 @@ def registry_add(
     run: Path = typer.Argument(..., help="A finished run directory."),
     registry: Path = RegistryOption,
     promote: bool = typer.Option(False, "--promote", help="Also promote the new version."),
+    allow_new_catalogue: bool = NewCatalogueOption,
 ) -> None:
     """Register a run as the next numbered version (a copy of its model, config and metrics)."""
     from lmrec.registry.versions import ModelRegistry
 
-    version = ModelRegistry(registry).add(run, promote=promote)
+    version = ModelRegistry(registry).add(run, promote=promote, allow_new_catalogue=allow_new_catalogue)
     console.print(f"added version {version.version} ({version.model}, data {version.fingerprint[:12]})"
                   + (" and promoted it" if promote else ""))  # fmt: skip
 
 
 @registry_app.command("promote")
 def registry_promote(
-    version: int = typer.Argument(..., help="Version number."), registry: Path = RegistryOption
+    version: int = typer.Argument(..., help="Version number."),
+    registry: Path = RegistryOption,
+    allow_new_catalogue: bool = NewCatalogueOption,
 ) -> None:
-    """Serve this version (services on the registry switch within a few seconds)."""
+    """Serve this version (services on the registry switch within a few seconds; a version trained on
+    another dataset needs --allow-new-catalogue here, and services switch to it only when restarted or
+    started with --allow-new-catalogue)."""
     from lmrec.registry.versions import ModelRegistry
 
-    ModelRegistry(registry).promote(version)
+    ModelRegistry(registry).promote(version, allow_new_catalogue=allow_new_catalogue)
     console.print(f"promoted version {version}")
 
 

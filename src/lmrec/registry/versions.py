@@ -4,6 +4,10 @@ Layout: `index.json` (every version with its metrics and data hash, the promoted
 stack and a log of actions) and `versions/<n>/` (a copy of the run's config, run.json, metrics.json and
 best model, so that retraining the source run cannot change a registered version). The index is
 rewritten atomically under a file lock; a service watches its modification time to switch versions.
+
+Promoting a version trained on another dataset (another data fingerprint) than the promoted one would
+switch the catalogue (items and users) of every service on the registry, so it is refused unless asked
+for with `allow_new_catalogue` (`--allow-new-catalogue`); the log records such promotions.
 """
 
 from __future__ import annotations
@@ -80,7 +84,7 @@ class ModelRegistry:
         index = self._read()
         return self.get(index["promoted"]) if index["promoted"] is not None else None
 
-    def add(self, run: str | Path, promote: bool = False) -> ModelVersion:
+    def add(self, run: str | Path, promote: bool = False, allow_new_catalogue: bool = False) -> ModelVersion:
         """Copy a finished run in as the next version (and promote it when asked)."""
         rundir = RunDir(run)
         info = rundir.info()
@@ -89,6 +93,8 @@ class ModelRegistry:
             raise RunError(f"run {rundir.path} has no model/model.pt; it did not finish training.")
         with self._locked() as index:
             number = max((v["version"] for v in index["versions"]), default=0) + 1
+            if promote and not allow_new_catalogue:
+                self._check_catalogue(index, f"run {rundir.path}", info.get("fingerprint", ""), info.get("dataset", ""))
             target = self.root / "versions" / str(number)
             staging = self.root / "versions" / f".{number}.staging"
             shutil.rmtree(staging, ignore_errors=True)
@@ -113,13 +119,13 @@ class ModelRegistry:
             index["versions"].append(entry)
             _log(index, "add", number)
             if promote:
-                self._promote(index, number)
+                self._promote(index, number, allow_new_catalogue=True)  # checked before copying
         return self._version(entry)
 
-    def promote(self, version: int) -> ModelVersion:
-        """Make `version` the served one."""
+    def promote(self, version: int, allow_new_catalogue: bool = False) -> ModelVersion:
+        """Make `version` the served one; one trained on another dataset than the promoted one only when allowed."""
         with self._locked() as index:
-            self._promote(index, version)
+            self._promote(index, version, allow_new_catalogue)
         return self.get(version)
 
     def rollback(self) -> ModelVersion:
@@ -128,18 +134,33 @@ class ModelRegistry:
             stack = index["stack"]
             if len(stack) < 2:
                 raise RunError(f"nothing to roll back to in {self.root}: fewer than two promotions so far.")
-            stack.pop()
+            left = stack.pop()
             index["promoted"] = stack[-1]
-            _log(index, "rollback", stack[-1])
+            _log(index, "rollback", stack[-1], _new_catalogue(index, left, stack[-1]))
         return self.get(stack[-1])
 
-    def _promote(self, index: dict[str, Any], version: int) -> None:
-        if not any(v["version"] == version for v in index["versions"]):
+    def _promote(self, index: dict[str, Any], version: int, allow_new_catalogue: bool) -> None:
+        entry = _entry(index, version)
+        if entry is None:
             raise RunError(f"version {version} is not in registry {self.root}; see `lmrec registry list`.")
+        if not allow_new_catalogue:
+            self._check_catalogue(index, f"version {version}", entry["fingerprint"], entry["dataset"])
+        new_catalogue = index["promoted"] is not None and _new_catalogue(index, index["promoted"], version)
         index["promoted"] = version
         if index["stack"][-1:] != [version]:
             index["stack"].append(version)
-        _log(index, "promote", version)
+        _log(index, "promote", version, new_catalogue)
+
+    def _check_catalogue(self, index: dict[str, Any], what: str, fingerprint: str, dataset: str) -> None:
+        """Refuse to promote what was trained on another dataset than the promoted version (by fingerprint)."""
+        promoted = _entry(index, index["promoted"]) if index["promoted"] is not None else None
+        if promoted is not None and promoted["fingerprint"] != fingerprint:
+            raise RunError(
+                f"{what} was trained on another dataset ({dataset}, data {fingerprint[:12]}) than the promoted "
+                f"version {promoted['version']} ({promoted['dataset']}, data {promoted['fingerprint'][:12]}); "
+                "promoting it would switch the catalogue of every service on this registry. "
+                "Pass --allow-new-catalogue to promote it anyway."
+            )
 
     def _version(self, entry: dict[str, Any]) -> ModelVersion:
         return ModelVersion(
@@ -178,8 +199,20 @@ class ModelRegistry:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _log(index: dict[str, Any], action: str, version: int) -> None:
-    index["log"].append({"action": action, "version": version, "at": time.time()})
+def _entry(index: dict[str, Any], version: int) -> dict[str, Any] | None:
+    return next((v for v in index["versions"] if v["version"] == version), None)
+
+
+def _new_catalogue(index: dict[str, Any], before: int, after: int) -> bool:
+    """Whether serving `after` instead of `before` switches datasets (their fingerprints differ)."""
+    return _entry(index, before)["fingerprint"] != _entry(index, after)["fingerprint"]
+
+
+def _log(index: dict[str, Any], action: str, version: int, new_catalogue: bool = False) -> None:
+    record: dict[str, Any] = {"action": action, "version": version, "at": time.time()}
+    if new_catalogue:
+        record["new_catalogue"] = True
+    index["log"].append(record)
 
 
 def _fsync_tree(folder: Path) -> None:

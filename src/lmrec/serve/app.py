@@ -30,14 +30,23 @@ from lmrec.serve.auth import ApiKeys, load_keys
 from lmrec.serve.engine import Unsupported
 from lmrec.serve.inputs import StrictJSONRoute, ValidURL
 from lmrec.serve.metrics import MetricsMiddleware
-from lmrec.serve.service import BatchRejected, NotConfigured, NotFound, Service, ServiceConfig
+from lmrec.serve.service import (
+    BatchRejected,
+    CatalogueChanged,
+    LoadFailed,
+    NotConfigured,
+    NotFound,
+    Service,
+    ServiceConfig,
+)
 from lmrec.serve.store import IdempotencyConflict
 
 log = logging.getLogger(__name__)
 
 CONFIG_ENV = "LMREC_SERVE_CONFIG"
 _ERRORS = {401: "missing or invalid API key", 404: "unknown user or item", 409: "the model cannot do this",
-           413: "request body too large", 422: "invalid input"}  # fmt: skip
+           413: "request body too large", 422: "invalid input",
+           503: "the version the source asks for cannot be loaded"}  # fmt: skip
 LOC_LIMIT = 64  # characters of a field name shown in a validation error (names come from the request)
 _STATUS = [
     (BatchRejected, 422),
@@ -46,12 +55,15 @@ _STATUS = [
     (s.InvalidInput, 422),
     (NotFound, 404),
     (Unsupported, 409),
+    (CatalogueChanged, 409),
+    (LoadFailed, 503),
     (NotConfigured, 501),
 ]
 
 
 def _responses(*codes: int) -> dict:
-    return {code: {"model": s.Problem, "description": _ERRORS.get(code, "error")} for code in codes}
+    return {code: {"model": s.Invalid if code == 422 else s.Problem, "description": _ERRORS.get(code, "error")}
+            for code in codes}  # fmt: skip
 
 
 class BodyLimit:
@@ -154,13 +166,14 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
 
     @app.get("/readyz", response_model=s.Status, tags=["ops"], responses={503: {"model": s.Status}})
     def readyz() -> s.Status | JSONResponse:
-        """Readiness: a model is loaded and the event store answers."""
+        """Readiness: the event store answers (else 503) and a model is served; "degraded" (still 200, the
+        served version keeps answering) while the source asks for a version that is not served."""
         try:
             service.store.ping()
         except Exception as exc:  # any store failure means "not ready", never a 500
             status = s.Status(status="unavailable", detail=f"event store: {exc.__class__.__name__}")
             return JSONResponse(status.model_dump(), 503)
-        return s.Status(status="ok", model_version=service.engine.version)
+        return service.readiness()
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
     def metrics() -> Response:
@@ -231,9 +244,12 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
         return service.add_items(batch)
 
     @app.post("/v1/admin/reload", response_model=s.Reloaded, dependencies=writer, tags=["admin"],
-              responses=_responses(401))  # fmt: skip
+              responses=_responses(401, 409, 503))  # fmt: skip
     def reload(force: bool = False) -> s.Reloaded:
-        """Load the registry's promoted version (or the run again) and swap it in without dropping requests."""
+        """Load the registry's promoted version (or the run again) and swap it in without dropping requests.
+
+        409: the version was trained on another dataset (see --allow-new-catalogue); 503: it cannot be loaded.
+        Either way the served version keeps serving; `force=true` tries a refused version again."""
         return service.reload(force=force)
 
     app.add_middleware(BodyLimit, limit=service.config.max_body_bytes)

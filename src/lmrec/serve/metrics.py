@@ -42,6 +42,8 @@ class Metrics:
                            registry=self.registry)  # fmt: skip
         self.loaded_at = Gauge("lmrec_model_loaded_timestamp_seconds", "When the served version was swapped in",
                                registry=self.registry)  # fmt: skip
+        self.refused = Gauge("lmrec_model_refused", "1 while the version the source asks for is refused (see /readyz)",
+                             registry=self.registry)  # fmt: skip
         self.histories = Gauge("lmrec_live_histories", "Users whose live history is cached", registry=self.registry)
 
     def set_model(self, version: str, model: str) -> None:

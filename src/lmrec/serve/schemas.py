@@ -286,10 +286,12 @@ class Reloaded(BaseModel):
 
 
 class Status(BaseModel):
-    """Liveness or readiness."""
+    """Liveness or readiness: "degraded" while the source asks for a version that is not served (`detail`
+    says why: not loaded yet, fails to load, or another dataset); the served one keeps answering."""
 
-    status: Literal["ok", "unavailable"]
-    model_version: str | None = None
+    status: Literal["ok", "degraded", "unavailable"]
+    model_version: str | None = Field(None, description="the version served")
+    promoted_version: str | None = Field(None, description="the version the registry promotes (a run: its name)")
     detail: str | None = None
 
 
@@ -297,3 +299,17 @@ class Problem(BaseModel):
     """An error reply: one sentence saying what was wrong."""
 
     detail: str
+
+
+class FieldError(BaseModel):
+    """One invalid part of a request: where (e.g. ["body", "item_ids", "0"]), what is wrong, and its kind."""
+
+    loc: list[str]
+    msg: str
+    type: str
+
+
+class Invalid(BaseModel):
+    """A 422 reply: one sentence, or (for a request that does not fit its schema) the invalid fields."""
+
+    detail: str | list[FieldError]

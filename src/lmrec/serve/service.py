@@ -1,5 +1,10 @@
 """The service without HTTP: the served model version, the event store, live histories and the operations
 the endpoints call. It loads models from a run or a registry and swaps versions without pausing requests.
+
+A version the source asks for but that cannot be served (it fails to load, or it was trained on another
+dataset and swapping catalogues was not allowed) is refused: the current version keeps serving, the
+refusal is logged once, /readyz reports it, and it is not tried again until the source changes or a
+forced reload asks.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 1000
 DEFAULT_MAX_BODY = 2 * 1024 * 1024
+REASON_LIMIT = 300  # characters of an unexpected load error's message kept in a refusal
+
+Token = tuple[int, tuple[int, int], str]  # (source token, items revision, version label)
 
 
 class NotFound(LmrecError):
@@ -35,6 +43,27 @@ class NotFound(LmrecError):
 
 class NotConfigured(LmrecError):
     """An endpoint needs something the service was not started with."""
+
+
+class Refused(LmrecError):
+    """The version the source asks for is not served; the current one keeps serving."""
+
+
+class LoadFailed(Refused):
+    """The version the source asks for cannot be read or loaded (a server-side fault, answered with 503)."""
+
+
+class CatalogueChanged(Refused):
+    """The version the source asks for was trained on another dataset, and hot swaps to it are not allowed."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A refused version: the source token it was refused at, its label and why."""
+
+    token: Token
+    version: str
+    error: Refused
 
 
 class BatchRejected(LmrecError):
@@ -59,6 +88,7 @@ class ServiceConfig:
     history_capacity: int = DEFAULT_CAPACITY
     exact_limit: int = EXACT_LIMIT
     max_body_bytes: int = DEFAULT_MAX_BODY
+    allow_new_catalogue: bool = False  # hot-swap to a version trained on another dataset (else refused)
 
 
 class ModelSource:
@@ -103,35 +133,112 @@ class Service:
         self._classifier_lock = threading.Lock()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._refused: Refusal | None = None
+        self._logged: str | None = None
         self.engine, self._token = self._load()
         self.metrics.set_model(self.engine.version, self.engine.model_name)
         self.classifier = self._load_classifier(config.classifier) if config.classifier else None
 
     # -- versions ---------------------------------------------------------------------------------------
 
-    def _load(self, items: Sequence[StoredItem] | None = None) -> tuple[Engine, tuple[int, tuple[int, int], str]]:
-        """A fully loaded Engine for what the source serves now, with the store's added items."""
+    def _load(self, served: Engine | None = None) -> tuple[Engine, Token]:
+        """A fully loaded Engine for what the source serves now, with the store's added items; with a `served`
+        engine, a version trained on another dataset is refused unless `allow_new_catalogue`."""
         token = self.source.token()
         revision = self.store.items_revision()
         version, path = self.source.resolve()
-        stored = self.store.items() if items is None else list(items)
-        engine = Engine(Recommender.load(path), version, stored, exact_limit=self.config.exact_limit)
-        return engine, (token, revision, version)
+        if served is not None and not self.config.allow_new_catalogue:
+            self._check_catalogue(served, version, path)
+        recommender = Recommender.load(path)
+        return self._engine(recommender, version, self.store.items()), (token, revision, version)
+
+    def _engine(self, recommender: Recommender, version: str, items: Sequence[StoredItem]) -> Engine:
+        return Engine(recommender, version, items, exact_limit=self.config.exact_limit)
+
+    @staticmethod
+    def _check_catalogue(served: Engine, version: str, path: Path) -> None:
+        """Refuse a version whose run was trained on another dataset than the served one (by fingerprint)."""
+        info = RunDir(path).info()
+        fingerprint = str(info.get("fingerprint", ""))
+        if fingerprint != served.dataset.fingerprint:
+            raise CatalogueChanged(
+                f"version {version} was trained on another dataset ({info.get('dataset')}, data "
+                f"{fingerprint[:12]}) than the served version {served.version} (data "
+                f"{served.dataset.fingerprint[:12]}); a running service does not switch catalogues on its own: "
+                "restart it to serve the new catalogue, or start it with --allow-new-catalogue."
+            )
 
     def reload(self, force: bool = False) -> s.Reloaded:
-        """Load what the source serves now and swap it in, unless nothing changed (and not forced)."""
+        """Load what the source serves now and swap it in, unless nothing changed (and not forced).
+
+        A refused version raises Refused (LoadFailed or CatalogueChanged) and is remembered: until the source
+        changes, a reload raises the same refusal without loading it again, unless `force`.
+        """
         with self._swap_lock:
-            if not force and self._current_token() == self._token:
+            current = self._current_token()
+            if not force and current == self._token:
                 return s.Reloaded(model_version=self.engine.version, changed=False)
-            engine, token = self._load()
-            changed = engine.version != self.engine.version or token != self._token
-            self.engine, self._token = engine, token
+            refused = self._refused
+            if not force and refused is not None and refused.token == current:
+                raise refused.error
+            previous = self.engine
+            try:
+                engine, token = self._load(served=previous)
+            except CatalogueChanged as exc:
+                raise self._refuse(current, exc) from None
+            except Exception as exc:  # whatever breaks a load, the current version keeps serving
+                failed = LoadFailed(f"version {current[2]} cannot be loaded: {_reason(exc)}")
+                raise self._refuse(current, failed) from None
+            changed = engine.version != previous.version or token != self._token
+            self.engine, self._token, self._refused, self._logged = engine, token, None, None
+            self.metrics.refused.set(0)
         self.metrics.set_model(engine.version, engine.model_name)
         log.info("serving model version %s", engine.version)
+        if engine.dataset.fingerprint != previous.dataset.fingerprint:
+            log.warning(
+                "the catalogue changed with version %s: dataset %s (%d items) replaces %s (%d items) of version %s",
+                engine.version, engine.dataset.path, engine.n_items, previous.dataset.path, previous.n_items,
+                previous.version,
+            )  # fmt: skip
         return s.Reloaded(model_version=engine.version, changed=changed)
 
-    def _current_token(self) -> tuple[int, tuple[int, int], str]:
-        return self.source.token(), self.store.items_revision(), self.source.resolve()[0]
+    def _refuse(self, token: Token, error: Refused) -> Refused:
+        """Remember a refusal (to raise), logged in one line the first time for its version and reason."""
+        self._refused = Refusal(token, token[2], error)
+        self.metrics.refused.set(1)
+        self._log_once(f"{error} Still serving version {self.engine.version}.")
+        return error
+
+    def _log_once(self, message: str, traceback: bool = False) -> None:
+        """Log an error unless it is the one logged last (a poller would repeat it every interval)."""
+        if message != self._logged:
+            log.error("%s", message, exc_info=traceback)
+            self._logged = message
+
+    def _current_token(self) -> Token:
+        """What the source serves now; LoadFailed when the source (registry index, run) cannot be read."""
+        try:
+            return self.source.token(), self.store.items_revision(), self.source.resolve()[0]
+        except Exception as exc:
+            error = LoadFailed(f"cannot tell which version to serve: {_reason(exc)}")
+            self._log_once(f"{error} Still serving version {self.engine.version}.")
+            raise error from None
+
+    def readiness(self) -> s.Status:
+        """ok when the served version is the one the source asks for, else degraded with the reason."""
+        served = self.engine.version
+        try:
+            wanted = self.source.resolve()[0]
+        except LmrecError as exc:
+            return s.Status(status="degraded", model_version=served, detail=str(exc))
+        refused = self._refused
+        if refused is not None and refused.version == wanted:
+            detail: str | None = str(refused.error)
+        elif wanted != served:
+            detail = f"version {wanted} is promoted but not loaded yet; POST /v1/admin/reload loads it now."
+        else:
+            return s.Status(status="ok", model_version=served, promoted_version=wanted)
+        return s.Status(status="degraded", model_version=served, promoted_version=wanted, detail=detail)
 
     def start_watching(self) -> None:
         """Poll the source and the store's items every `poll_interval` seconds and reload on change."""
@@ -143,8 +250,10 @@ class Service:
         while not self._stop.wait(self.config.poll_interval):
             try:
                 self.reload()
-            except Exception:  # a broken new version must not stop the service; the old one keeps serving
-                log.exception("reload failed; still serving version %s", self.engine.version)
+            except Refused:
+                pass  # logged once by reload; the current version keeps serving
+            except Exception:  # a bug must not stop the watcher either; its traceback is logged once
+                self._log_once(f"reload failed unexpectedly; still serving version {self.engine.version}.", True)
 
     def close(self) -> None:
         """Stop watching and close the store."""
@@ -303,11 +412,12 @@ class Service:
                 raise s.InvalidInput(problem)
         latest = {item.item_id: StoredItem(item.item_id, item.text, item.title) for item in batch.items}
         with self._swap_lock:
-            known = self.engine.item_index
+            served = self.engine  # rebuilt with the items: never a version the source asks for but is not served
+            known = served.item_index
             merged = {i.item_id: i for i in self.store.items()} | latest
-            engine, token = self._load(sorted(merged.values(), key=lambda i: i.item_id))
+            engine = self._engine(served.recommender, served.version, sorted(merged.values(), key=lambda i: i.item_id))
             self.store.upsert_items(list(latest.values()))
-            self.engine, self._token = engine, (token[0], self.store.items_revision(), token[2])
+            self.engine, self._token = engine, (self._token[0], self.store.items_revision(), self._token[2])
         added = sum(item_id not in known for item_id in latest)
         return s.ItemsStored(added=added, updated=len(latest) - added, model_version=engine.version)
 
@@ -337,3 +447,11 @@ class Service:
                 for p in predictions
             ],
         )
+
+
+def _reason(exc: Exception) -> str:
+    """An error's sentence: an LmrecError's own, else its type and the first line of its message (cut)."""
+    if isinstance(exc, LmrecError):
+        return str(exc)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{exc.__class__.__name__}: {first[:REASON_LIMIT]}" if first else exc.__class__.__name__
