@@ -128,6 +128,14 @@ def test_targets_file_moves_the_first_occurrences_last(write, tmp_path: Path) ->
     _assert_prefix_order(ds)
 
 
+def test_targets_file_is_read_in_the_encoding_option(write, tmp_path: Path) -> None:
+    events = write("e.csv", "user,item,ts\nJosé,x,1\nJosé,y,2\nJosé,z,3\n", encoding="latin-1")
+    targets = write("t.csv", "user_id,valid_item,test_item\nJosé,x,y\n", encoding="latin-1")
+    ds = prepare(events, tmp_path / "out", targets=targets, encoding="latin-1")
+    assert [ds.item_ids[i] for i in ds.sequence(0)] == ["z", "x", "y"]
+    assert ds.manifest["split"]["targets_matched_users"] == 1
+
+
 def test_targets_with_the_same_item_twice_and_no_validation(write, tmp_path: Path) -> None:
     events = write("e.csv", "user,item,ts\na,x,1\na,y,2\na,x,3\nb,p,1\nb,q,2\nb,r,3\n")
     targets = write("t.csv", "user_id,valid_item,test_item\na,x,x\nb,,p\n")

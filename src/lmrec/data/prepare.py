@@ -297,7 +297,7 @@ def _run(
     step("indexing and splitting")
     build_index(con)
     extra = [name for name, role in (("event_type", "type"), ("value", "value")) if mapping[role]]
-    split = SplitSpec(opts.split, opts.cutoff, opts.valid_cutoff, opts.targets, opts.tie_break)
+    split = SplitSpec(opts.split, opts.cutoff, opts.valid_cutoff, opts.targets, opts.tie_break, opts.encoding)
     summary, lengths = split_and_write(con, split, stage / INTERACTIONS, extra)
     step("writing items and users")
     dropped, examples = dict(cleaned.dropped), list(cleaned.examples)

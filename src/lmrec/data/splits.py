@@ -43,13 +43,14 @@ TARGET_COLUMNS = ("user_id", "valid_item", "test_item")
 
 @dataclass(frozen=True)
 class SplitSpec:
-    """How to order and split sequences: method, cutoffs (time or fraction), targets file, tie-break."""
+    """How to order and split sequences: method, cutoffs (time or fraction), targets file and encoding, tie-break."""
 
     method: str = "loo"
     cutoff: float | str | None = None
     valid_cutoff: float | str | None = None
     targets: Path | None = None
     tie_break: str = "row"
+    encoding: str | None = None
 
 
 def build_index(con: duckdb.DuckDBPyConnection) -> None:
@@ -101,7 +102,7 @@ def _leave_one_out(con: duckdb.DuckDBPyConnection, spec: SplitSpec, tie: str) ->
     summary: dict = {"method": "loo"}
     source = "(SELECT *, 0 AS g, false AS m FROM seq)"
     if spec.targets is not None:
-        summary.update(_mark_targets(con, spec.targets, tie))
+        summary.update(_mark_targets(con, spec.targets, tie, spec.encoding))
         source = "marked"
     con.execute(
         f"""
@@ -116,9 +117,9 @@ def _leave_one_out(con: duckdb.DuckDBPyConnection, spec: SplitSpec, tie: str) ->
     return summary, "user_idx, pos"
 
 
-def _mark_targets(con: duckdb.DuckDBPyConnection, path: Path, tie: str) -> dict:
+def _mark_targets(con: duckdb.DuckDBPyConnection, path: Path, tie: str, encoding: str | None) -> dict:
     """Create `marked`: `m` for users whose file targets were found, g = 1/2 on their valid/test events."""
-    loaded = load_table(con, TableSpec(path, "csv"), "targets_raw")
+    loaded = load_table(con, TableSpec(path, "csv", encoding=encoding), "targets_raw")
     malformed = sum(loaded.rejects.counts.values())
     missing = [c for c in TARGET_COLUMNS if c not in loaded.columns]
     if missing:
