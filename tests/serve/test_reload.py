@@ -192,3 +192,17 @@ def test_lmrec_serve_allow_new_catalogue(
     reply = httpx.post(f"{process.url}/v1/admin/reload", headers=AUTH, timeout=30)
     assert reply.status_code == 200 and reply.json()["model_version"] == str(other_dataset), reply.text
     registry.promote(1, allow_new_catalogue=True)
+
+
+def test_an_unreadable_registry_is_reported_not_a_client_error(
+    tiny_run: Path, tmp_path: Path, make_client: Callable[..., TestClient]
+) -> None:
+    registry = ModelRegistry(tmp_path / "r")
+    registry.add(tiny_run, promote=True)
+    client = make_client(source=registry.root)
+    registry.index_file.write_text("{broken")
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "degraded" and "corrupt" in ready.json()["detail"]
+    reply = client.post("/v1/admin/reload", headers=AUTH)
+    assert reply.status_code == 503 and "cannot tell which version to serve" in reply.json()["detail"]
+    assert served(client) == ("1", "sasrec")

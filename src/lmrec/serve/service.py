@@ -229,8 +229,8 @@ class Service:
         served = self.engine.version
         try:
             wanted = self.source.resolve()[0]
-        except LmrecError as exc:
-            return s.Status(status="degraded", model_version=served, detail=str(exc))
+        except Exception as exc:  # an unreadable registry is a reason to report, never a 500
+            return s.Status(status="degraded", model_version=served, detail=_reason(exc))
         refused = self._refused
         if refused is not None and refused.version == wanted:
             detail: str | None = str(refused.error)
