@@ -1,4 +1,4 @@
-"""File line numbers for rows that DuckDB reads out of order with the file's lines.
+"""File line numbers for CSV rows: DuckDB's row ids and reject numbers are not the lines of the file.
 
 DuckDB's CSV reader skips blank lines without a trace and numbers a record (in its rejects) by counting
 records, blank lines included, so a quoted field spanning several lines shifts every later number. A raw
