@@ -43,7 +43,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -1095,25 +1095,64 @@ class Prediction:
     seen: bool
 
 
-def predict_user(clf: Classifier, user_id: str, item_ids: Sequence[str]) -> list[Prediction]:
-    """Probabilities of the behaviour for one user (original id) and items, from the user's full known history."""
+class LaterEvent(Protocol):
+    """An event after the dataset's (e.g. one posted to the service): its item, type and optional value."""
+
+    item_id: str
+    type: str | None
+    value: float | None
+
+
+def predict_user(
+    clf: Classifier, user_id: str, item_ids: Sequence[str], later: Sequence[LaterEvent] = ()
+) -> list[Prediction]:
+    """Probabilities of the behaviour for one user (original id) and items, after the user's full known history
+    followed by `later` events in time order (the service's live history; items the dataset lacks are skipped).
+
+    The history text reads both; the history features (past label rate, residual, affinity) read the
+    dataset's events only, as they are defined over its rows.
+    """
     data = clf.dataset
-    if user_id not in data.user_index:
+    user = data.user_index.get(user_id)
+    if user is None and not later:
         raise DataError(f"user {user_id!r} is not in {data.path}.")
     unknown = [i for i in item_ids if i not in data.item_index]
     if unknown:
         raise DataError(f"item {unknown[0]!r} is not in {data.path}.")
-    user = data.user_index[user_id]
     items = np.asarray([data.item_index[i] for i in item_ids], dtype=np.int64)
-    end = np.full(len(items), data.offsets[user + 1], dtype=np.int64)
-    zeros = np.zeros(len(items), dtype=np.int8)
-    examples = Examples(np.full(len(items), user, dtype=np.int64), items, end, zeros, zeros)
-    probs, _ = clf.predict(examples)
-    seen = set(data.sequence(user).tolist())
+    rows = np.arange(data.offsets[user], data.offsets[user + 1]) if user is not None else np.zeros(0, np.int64)
+    known = [e for e in later if e.item_id in data.item_index]
+    history = [*data.items[rows].tolist(), *(data.item_index[e.item_id] for e in known)]
+    notes = [*clf.notes[rows].tolist(), *(_later_note(clf, e) for e in known)]
+    recent = slice(max(len(history) - clf.config.history, 0), len(history))
+    text = clf.history_text(history[recent][::-1], notes[recent][::-1])
+    users = np.full(len(items), -1 if user is None else user, dtype=np.int64)
+    probs, truncated = clf.predict_texts(
+        [text] * len(items), [clf.item_texts[i] for i in items.tolist()], users, items, _features(clf, user, items)
+    )
+    report_truncation(int(truncated.sum()), len(items), clf.config.max_length)
+    seen = set(history)
     return [
         Prediction(item_id, data.item_title(int(i)), float(p), int(i) in seen)
         for item_id, i, p in zip(item_ids, items, probs, strict=True)
     ]
+
+
+def _features(clf: Classifier, user: int | None, items: np.ndarray) -> np.ndarray:
+    """History features of candidate items after a user's whole dataset history (zeros for an unknown user)."""
+    if user is None:
+        return np.zeros((len(items), len(HISTORY_FEATURES)))
+    end = np.full(len(items), clf.dataset.offsets[user + 1], dtype=np.int64)
+    zeros = np.zeros(len(items), dtype=np.int8)
+    return clf.features(Examples(np.full(len(items), user, dtype=np.int64), items, end, zeros, zeros))
+
+
+def _later_note(clf: Classifier, event: LaterEvent) -> str:
+    """The history note of a later event, as the dataset's events get theirs (`event_notes`)."""
+    spec = clf.spec
+    value = math.nan if event.value is None else float(event.value)
+    positive = spec.kind == "value" and not math.isnan(value) and bool(_OPERATORS[spec.op](value, spec.threshold))
+    return spec.note(value, event.type, positive, clf.config.label_words)
 
 
 # -- evaluation with intervals -------------------------------------------------------------------------

@@ -66,3 +66,41 @@ def test_predict_returns_the_classifier_probabilities(
     unknown = client.post("/v1/predict", json={"user_id": "nobody", "item_ids": items}, headers=AUTH)
     assert unknown.status_code == 404 and "nobody" in unknown.json()["detail"]
     assert client.post("/v1/predict", json={"user_id": user, "item_ids": []}, headers=AUTH).status_code == 422
+
+
+def test_predict_reads_the_live_history(classifier_run: Path, make_client: Callable[..., TestClient]) -> None:
+    client = make_client(classifier=classifier_run)
+    classifier = client.app.state.service.classifier
+    dataset = classifier.dataset
+    user = str(dataset.user_ids[1])
+    seen = set(dataset.sequence(1).tolist())
+    fresh = [str(dataset.item_ids[i]) for i in range(1, dataset.n_items + 1) if i not in seen][:2]
+    items = [fresh[0], str(dataset.item_ids[next(iter(seen))])]
+    read: list[str] = []
+    predict_texts = classifier.predict_texts
+
+    def recording(histories, *args, **kwargs):
+        read.extend(histories)
+        return predict_texts(histories, *args, **kwargs)
+
+    classifier.predict_texts = recording
+    body = {"user_id": user, "item_ids": items}
+    before = client.post("/v1/predict", json=body, headers=AUTH).json()["predictions"]
+    assert [p["seen"] for p in before] == [False, True]
+    events = [{"user_id": user, "item_id": i, "type": "view", "timestamp": 1_900_000_000 + n}
+              for n, i in enumerate(["not-in-the-catalogue", fresh[1], fresh[0]])]  # fmt: skip
+    assert client.post("/v1/events", json={"events": events}, headers=AUTH).status_code == 200
+    read.clear()
+    after = client.post("/v1/predict", json=body, headers=AUTH).json()["predictions"]
+    assert [p["seen"] for p in after] == [True, True]
+    newest_first = classifier.history_text([dataset.item_index[fresh[0]], dataset.item_index[fresh[1]]], ["", ""])
+    assert read and all(text.startswith(newest_first) for text in read)  # the posted events, newest first
+    stored = client.app.state.service.store.user_events(user)
+    expected = classify.predict_user(classify.load_run(classifier_run), user, items, stored)
+    assert [p["probability"] for p in after] == pytest.approx([p.probability for p in expected])
+
+    newcomer = [{"user_id": "only-in-the-store", "item_id": items[1], "type": "view", "timestamp": 1_900_000_000}]
+    assert client.post("/v1/events", json={"events": newcomer}, headers=AUTH).status_code == 200
+    reply = client.post("/v1/predict", json={"user_id": "only-in-the-store", "item_ids": items}, headers=AUTH)
+    assert reply.status_code == 200, reply.text
+    assert [p["seen"] for p in reply.json()["predictions"]] == [False, True]

@@ -428,15 +428,17 @@ class Service:
         return load_run(run)
 
     def predict(self, request: s.PredictRequest) -> s.Predictions:
-        """Probabilities of the classifier's behaviour for a user and items."""
+        """Probabilities of the classifier's behaviour for a user and items, after the user's live history
+        (the classifier's dataset, then every stored event), like every other endpoint."""
         from lmrec.classify import predict_user
         from lmrec.errors import DataError
 
         if self.classifier is None:
             raise NotConfigured("no behaviour classifier is configured; start the service with --classifier RUN.")
+        stored = self.histories.get(request.user_id).events
         with self._classifier_lock:
             try:
-                predictions = predict_user(self.classifier, request.user_id, request.item_ids)
+                predictions = predict_user(self.classifier, request.user_id, request.item_ids, stored)
             except DataError as exc:
                 raise NotFound(str(exc)) from None
         return s.Predictions(
