@@ -39,6 +39,9 @@ def _root(
 
 
 def _register_groups() -> None:
+    """Attach the command groups once (main may run many times in one process, as in the tests)."""
+    if app.registered_groups:
+        return
     from lmrec.cli import classify, data, run, serve
 
     app.add_typer(data.app, name="data", help="Read, clean, sequence and split behaviour logs.")

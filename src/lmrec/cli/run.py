@@ -99,7 +99,7 @@ def train(
 
 
 def pretrain(
-    data: list[Path] = typer.Argument(..., metavar="DATA...", help="One or more prepared source datasets."),
+    data: list[Path] = typer.Argument(..., metavar="DATA", help="One or more prepared source datasets."),
     out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Checkpoint directory to create."),
     set_: list[str] = typer.Option(
         [], "--set", metavar="KEY=VALUE", help="Override a config key, e.g. --set model.hidden=128; repeatable."
@@ -158,7 +158,7 @@ def evaluate(
 
 def compare(
     runs: list[Path] = typer.Argument(
-        ..., metavar="RUN...", help="Two or more run directories trained on the same data."
+        ..., metavar="RUN", help="Two or more run directories trained on the same data."
     ),
     split: str = typer.Option("test", "--split", help="test or valid."),
     k: str = typer.Option("10", "--k", help="Cut-offs, comma-separated."),
