@@ -130,3 +130,22 @@ def test_prepared_dataset_round_trip(write, tmp_path: Path) -> None:
     assert ds.offsets.tolist() == [0, 3, 5]
     assert ds.train_sequence(0).tolist() == [1]
     assert ds.item_index == {"a": 1, "b": 2, "c": 3}
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("manifest.json", '{"format_version": 1, "fingerprint": [', "manifest.json cannot be read"),
+        ("manifest.json", "[1]", "does not hold a JSON object"),
+        ("interactions.parquet", "PAR1 garbage", "interactions.parquet is missing or damaged"),
+    ],
+)
+def test_a_damaged_prepared_dataset_is_one_sentence(tmp_path: Path, name: str, content: str, expected: str) -> None:
+    from lmrec.data.synth import write_synthetic_log
+
+    synth = tmp_path / "log.csv"
+    write_synthetic_log(synth, 20, 10, 200, seed=0)
+    prepare(synth, tmp_path / "d")
+    (tmp_path / "d" / name).write_text(content)
+    with pytest.raises(DataError, match=expected):
+        PreparedDataset.load(tmp_path / "d")

@@ -157,9 +157,7 @@ def evaluate(
 
 
 def compare(
-    runs: list[Path] = typer.Argument(
-        ..., metavar="RUN", help="Two or more run directories trained on the same data."
-    ),
+    runs: list[Path] = typer.Argument(..., metavar="RUN", help="Two or more run directories trained on the same data."),
     split: str = typer.Option("test", "--split", help="test or valid."),
     k: str = typer.Option("10", "--k", help="Cut-offs, comma-separated."),
 ) -> None:

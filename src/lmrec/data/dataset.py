@@ -25,6 +25,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lmrec.errors import DataError
@@ -65,23 +66,45 @@ class PreparedDataset:
                 f"{self.path} is not a prepared dataset (no {MANIFEST}); "
                 f"create one with `lmrec data prepare SOURCE --out {self.path}`."
             )
-        self.manifest: dict = json.loads(manifest_path.read_text())
+        self.manifest: dict = self._read_manifest(manifest_path)
         version = self.manifest.get("format_version")
         if version != FORMAT_VERSION:
             raise DataError(
                 f"{self.path} was prepared with format version {version}, this lmrec reads "
                 f"{FORMAT_VERSION}; prepare it again with `lmrec data prepare`."
             )
-        table = pq.read_table(self.path / INTERACTIONS, columns=["user_idx", "item_idx", "timestamp", "split"])
+        table = self._read_table(INTERACTIONS, ["user_idx", "item_idx", "timestamp", "split"])
         users = table.column("user_idx").to_numpy()
         self.items: np.ndarray = table.column("item_idx").to_numpy().astype(np.int64)
         self.timestamps: np.ndarray = table.column("timestamp").to_numpy()
         self.split: np.ndarray = table.column("split").to_numpy().astype(np.int8)
-        self.n_users = int(self.manifest["users"])
-        self.n_items = int(self.manifest["items"])
+        try:
+            self.n_users, self.n_items = int(self.manifest["users"]), int(self.manifest["items"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"{manifest_path} lacks its user and item counts; prepare the dataset again.") from None
         counts = np.bincount(users, minlength=self.n_users)
         self.offsets: np.ndarray = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self._check_order(users)
+
+    def _read_manifest(self, path: Path) -> dict:
+        """The manifest as a mapping; a damaged one is one sentence."""
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"{path} cannot be read ({exc}); prepare the dataset again.") from None
+        if not isinstance(manifest, dict):
+            raise DataError(f"{path} does not hold a JSON object; prepare the dataset again.")
+        return manifest
+
+    def _read_table(self, name: str, columns: list[str] | None = None) -> pa.Table:
+        """One of the dataset's Parquet files; a missing or damaged one is one sentence."""
+        try:
+            return pq.read_table(self.path / name, columns=columns)
+        except (OSError, pa.ArrowException, KeyError) as exc:
+            problem = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+            raise DataError(
+                f"{self.path / name} is missing or damaged ({problem}); prepare the dataset again."
+            ) from None
 
     def _check_order(self, users: np.ndarray) -> None:
         """Refuse files whose rows are not grouped by user with non-decreasing split codes per user."""
@@ -140,13 +163,13 @@ class PreparedDataset:
     @cached_property
     def user_ids(self) -> np.ndarray:
         """Original user ids (strings) indexed by `user_idx`."""
-        table = pq.read_table(self.path / USERS, columns=["user_idx", "user_id"]).sort_by("user_idx")
+        table = self._read_table(USERS, ["user_idx", "user_id"]).sort_by("user_idx")
         return np.asarray(table.column("user_id").to_pylist(), dtype=object)
 
     @cached_property
     def item_table(self):
         """The items table (pyarrow), sorted by `item_idx`."""
-        return pq.read_table(self.path / ITEMS).sort_by("item_idx")
+        return self._read_table(ITEMS).sort_by("item_idx")
 
     @cached_property
     def item_ids(self) -> np.ndarray:
