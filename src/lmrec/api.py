@@ -416,7 +416,7 @@ class Recommender:
         dataset = PreparedDataset.load(dataset_path)
         note = run.unfinished_note()
         if note:
-            log.warning(note)
+            log.warning("%s.", note)
         return cls(run, dataset, run.load_model(dataset.fingerprint), run.config())
 
     def history(self, user_id: str) -> np.ndarray:

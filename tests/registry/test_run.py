@@ -61,10 +61,13 @@ def test_a_checkpoint_carrying_code_is_refused_and_never_runs(trained: Path, tmp
     assert marker.exists()
 
 
-def test_checkpoint_that_is_not_a_dict_is_refused(tmp_path: Path) -> None:
+def test_checkpoint_that_is_not_a_dict_or_is_garbage_is_refused(tmp_path: Path) -> None:
     torch.save([torch.zeros(1)], tmp_path / "list.pt")
     with pytest.raises(RunError, match="not an lmrec checkpoint"):
         load_checkpoint(tmp_path / "list.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"garbage bytes, not a pickle")
+    with pytest.raises(RunError, match=r"is corrupt \(not a checkpoint\)"):
+        load_checkpoint(tmp_path / "garbage.pt")
 
 
 @pytest.mark.parametrize(

@@ -124,3 +124,31 @@ def test_registry_cli_allows_a_new_catalogue_only_when_asked(
     assert code == 1 and "another dataset" in out + err
     code, out, _ = run_cli(["registry", "promote", "2", "--allow-new-catalogue", *where])
     assert code == 0 and "promoted version 2" in out
+
+
+def test_a_file_or_a_malformed_index_is_not_a_registry(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    for call in (lambda r: r.versions(), lambda r: r.add(runs[0]), lambda r: r.rollback()):
+        with pytest.raises(RunError, match="is a file, not a registry folder"):
+            call(ModelRegistry(tmp_path / "file"))
+    registry = ModelRegistry(tmp_path / "reg")
+    registry.add(runs[0])
+    index = json.loads(registry.index_file.read_text())
+    for broken in ({**index, "versions": [{"version": "x"}]}, {**index, "promoted": 7}, [1]):
+        registry.index_file.write_text(json.dumps(broken))
+        with pytest.raises(RunError, match=r"index\.json"):
+            registry.versions()
+
+
+def test_an_unfinished_run_is_not_registered(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(runs[0], run)
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "state": "interrupted", "epochs_done": 2}))
+    with pytest.raises(
+        RunError,
+        match="was interrupted after 2 epochs, so its model is the best checkpoint so far; only a finished run",
+    ):
+        ModelRegistry(tmp_path / "reg").add(run)

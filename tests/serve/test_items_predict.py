@@ -49,6 +49,10 @@ def test_items_added_by_text_are_recommendable_at_once(lmrec_run: Path, make_cli
     assert again.json()["items"] == similar.json()["items"]
     bad = restarted.post("/v1/items", json={"items": [{"item_id": "", "text": "x"}]}, headers=AUTH)
     assert bad.status_code == 422
+    bad = restarted.post("/v1/items", json={"items": [{"item_id": "b", "text": "a\x00b"}]}, headers=AUTH)
+    assert bad.status_code == 422
+    described = {"items": [{"item_id": "described", "text": "Cordless drill\n\tTwo batteries\r\nCase included"}]}
+    assert restarted.post("/v1/items", json=described, headers=AUTH).status_code == 200  # descriptions have lines
 
 
 def test_predict_returns_the_classifier_probabilities(

@@ -130,7 +130,7 @@ def test_an_interrupted_run_is_flagged_and_resumes_as_configured(
         api.train(cyclic_dataset, tmp_path / "r", model="sasrec", overrides=over)
     run = RunDir(tmp_path / "r")
     assert run.state() == "interrupted" and not run.metrics_file.is_file()
-    assert "was interrupted after 1 epochs" in run.unfinished_note()
+    assert "was interrupted after 1 epoch," in run.unfinished_note()
     config_before = run.config_file.read_text()
     monkeypatch.undo()
     # No override: the saved train.epochs=3 holds (the default config's 200 epochs would not).

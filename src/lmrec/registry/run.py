@@ -38,10 +38,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise RunError(f"checkpoint {path} does not exist; train the run first with `lmrec train`.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" in str(exc):  # the weights-only unpickler met a reference to a class or function
+            raise RunError(
+                f"checkpoint {path} holds objects other than tensors and plain values, which could run code; "
+                "it was refused unread. Use only checkpoints written by lmrec, or retrain the run."
+            ) from None
         raise RunError(
-            f"checkpoint {path} holds objects other than tensors and plain values, which could run code; "
-            "it was refused unread. Use only checkpoints written by lmrec, or retrain the run."
+            f"checkpoint {path} is corrupt (not a checkpoint); retrain the run or restore the file."
         ) from None
     except Exception as exc:
         raise RunError(
@@ -167,14 +171,14 @@ class RunDir:
         state = self.state()
         if state == "finished":
             return None
-        info = self.info()
+        epochs = int(self.info().get("epochs_done", 0))
         how = {
             "running": "is still training",
-            "interrupted": f"was interrupted after {info.get('epochs_done', 0)} epochs",
+            "interrupted": f"was interrupted after {epochs} epoch{'s' if epochs != 1 else ''}",
             "failed": "failed during training",
             "killed": "was killed during training",
         }[state]
-        return f"run {self.path} {how}; its model is the best checkpoint so far and it has no final metrics."
+        return f"run {self.path} {how}, so its model is the best checkpoint so far"
 
     def config(self) -> RunConfig:
         """The run's validated config."""

@@ -88,6 +88,9 @@ class ModelRegistry:
         """Copy a finished run in as the next version (and promote it when asked)."""
         rundir = RunDir(run)
         info = rundir.info()
+        unfinished = rundir.unfinished_note()
+        if unfinished:
+            raise RunError(f"{unfinished}; only a finished run can be registered.")
         metrics = rundir.metrics()
         if not rundir.model_file.is_file():
             raise RunError(f"run {rundir.path} has no model/model.pt; it did not finish training.")
@@ -174,20 +177,29 @@ class ModelRegistry:
             added_at=float(entry["added_at"]),
         )
 
+    def _check_root(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise RunError(f"registry {self.root} is a file, not a registry folder; give a folder with --registry.")
+
     def _read(self) -> dict[str, Any]:
+        self._check_root()
         if not self.index_file.is_file():
             return {"format": FORMAT, "versions": [], "promoted": None, "stack": [], "log": []}
         try:
             index = json.loads(self.index_file.read_text())
-        except json.JSONDecodeError:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             raise RunError(f"{self.index_file} is corrupt; restore it from a backup.") from None
-        if index.get("format") != FORMAT:
-            raise RunError(f"{self.index_file} has format {index.get('format')}; this lmrec reads {FORMAT}.")
+        if not isinstance(index, dict) or index.get("format") != FORMAT:
+            found = index.get("format") if isinstance(index, dict) else None
+            raise RunError(f"{self.index_file} has format {found}; this lmrec reads {FORMAT}.")
+        if not _well_formed(index):
+            raise RunError(f"{self.index_file} is corrupt (its versions are malformed); restore it from a backup.")
         return index
 
     @contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
         """The index under an exclusive file lock, written back atomically when the block succeeds."""
+        self._check_root()
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -197,6 +209,24 @@ class ModelRegistry:
                 atomic_write_json(self.index_file, index)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _well_formed(index: dict[str, Any]) -> bool:
+    """Whether the index has the fields and types the registry relies on."""
+    versions, stack = index.get("versions"), index.get("stack")
+    if not isinstance(versions, list) or not isinstance(stack, list) or not isinstance(index.get("log", []), list):
+        return False
+    fields = ("path", "source", "model", "dataset", "fingerprint")
+    for entry in versions:
+        if not isinstance(entry, dict) or not isinstance(entry.get("version"), int):
+            return False
+        if not all(isinstance(entry.get(key), str) for key in fields) or not isinstance(entry.get("metrics"), dict):
+            return False
+        if not isinstance(entry.get("added_at"), int | float):
+            return False
+    numbers = {entry["version"] for entry in versions}
+    promoted = index.get("promoted")
+    return (promoted is None or promoted in numbers) and all(v in numbers for v in stack)
 
 
 def _entry(index: dict[str, Any], version: int) -> dict[str, Any] | None:

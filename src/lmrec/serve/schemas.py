@@ -35,13 +35,15 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-def id_problem(value: str, what: str = "id", limit: int = MAX_ID_LENGTH) -> str | None:
-    """Why `value` cannot be stored as an id (empty, too long, control characters, not UTF-8), else None."""
+def id_problem(value: str, what: str = "id", limit: int = MAX_ID_LENGTH, allowed: str = "") -> str | None:
+    """Why `value` cannot be stored as an id (empty, too long, control characters, not UTF-8), else None.
+
+    `allowed` names control characters that are fine here (line breaks and tabs in an item's text)."""
     if not value or not value.strip():
         return f"{what} is empty"
     if len(value) > limit:
         return f"{what} is longer than {limit} characters"
-    if any(unicodedata.category(c) == "Cc" for c in value):
+    if any(unicodedata.category(c) == "Cc" and c not in allowed for c in value):
         return f"{what} contains control characters"
     try:
         value.encode("utf-8")
