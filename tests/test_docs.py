@@ -44,10 +44,13 @@ lmrec() {
         command lmrec "$@"
       fi ;;
     serve)
+      stop_servers  # one at a time, on the one port
       command lmrec "$@" --port "$DOC_PORT" --poll 0.2 >>"$DOC_LOG" 2>&1 &
-      echo $! >>"$DOC_PIDS"
+      local pid=$!
+      echo "$pid" >>"$DOC_PIDS"
       for _ in $(seq 300); do
-        if command curl -s -o /dev/null "localhost:$DOC_PORT/healthz"; then return 0; fi
+        if command curl -sf -o /dev/null "localhost:$DOC_PORT/readyz"; then return 0; fi
+        kill -0 "$pid" 2>/dev/null || break
         sleep 0.2
       done
       echo "lmrec serve did not start; its log:" >&2; cat "$DOC_LOG" >&2; return 1 ;;
@@ -55,15 +58,24 @@ lmrec() {
   esac
 }
 curl() { command curl --fail-with-body -sS "${@//localhost:8000/localhost:$DOC_PORT}"; echo; }
-stop_servers() { [ -f "$DOC_PIDS" ] && xargs -r kill <"$DOC_PIDS" 2>/dev/null; rm -f "$DOC_PIDS"; }
+stop_servers() {
+  [ -f "$DOC_PIDS" ] || return 0
+  local pid
+  for pid in $(cat "$DOC_PIDS"); do
+    kill "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  done
+  rm -f "$DOC_PIDS"
+}
 trap stop_servers EXIT
 """
 
 
 def command_blocks(path: Path) -> list[str]:
-    """The ```bash blocks of a Markdown file, with the SKIP lines taken out."""
+    """The ```bash blocks of a Markdown file, continuation lines joined, with the SKIP commands taken out."""
     blocks = re.findall(r"```bash\n(.*?)```", path.read_text(), flags=re.S)
-    return ["\n".join(line for line in block.splitlines() if not _skipped(line)) for block in blocks]
+    commands = [re.sub(r"\\\n\s*", " ", block).splitlines() for block in blocks]
+    return ["\n".join(line for line in lines if not _skipped(line)) for lines in commands]
 
 
 def _skipped(line: str) -> bool:
