@@ -78,7 +78,7 @@ def candidate_scores(run: Path, reranker: Path, split: str, top: int, cache: Pat
     candidates = result.topk[:, :top]
     path = cache / f"{run.name}-{split}-top{top}.npz"
     if path.is_file():
-        probs = np.load(path)["probs"]
+        probs = np.load(path, allow_pickle=False)["probs"]
     else:
         classifier = api.load_reranker(reranker, recommender.dataset)
         histories, rows = api.classifier_histories(classifier, recommender.dataset, result.users, result.positions)

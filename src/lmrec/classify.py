@@ -1008,7 +1008,7 @@ def load_predictions(run: str | Path) -> dict[str, np.ndarray]:
     path = Path(run) / "predictions" / "test.npz"
     if not path.is_file():
         raise RunError(f"{run} has no test predictions ({path}); train it with `lmrec classify train`.")
-    with np.load(path) as data:
+    with np.load(path, allow_pickle=False) as data:
         return {name: data[name] for name in data.files}
 
 

@@ -23,6 +23,15 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 
+def _argument_type(self: typer.core.TyperArgument, ctx: object) -> str | None:
+    """An argument with a metavar shows it alone in the help, as an option does (typer 0.29 appends its
+    internal type, `RUN <list[Path]>`); arguments without one keep typer's `<path>`."""
+    return None if self.metavar is not None else self.display_type(ctx)
+
+
+typer.core.TyperArgument.display_type_rich = _argument_type
+
+
 def _show_version(value: bool) -> None:
     if value:
         typer.echo(f"lmrec {__version__}")

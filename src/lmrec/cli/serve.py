@@ -34,7 +34,9 @@ def _loopback(host: str) -> bool:
 
 def serve(
     source: Path = typer.Argument(..., help="A run directory, or a registry directory (serves its promoted version)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (other than loopback: API keys needed)."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on (other than loopback: API keys needed)."
+    ),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
     store: str = typer.Option(None, "--store", help="Event store URL (default sqlite:///SOURCE/events.sqlite)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (1 serves in this process)."),
@@ -50,7 +52,9 @@ def serve(
         "--allow-new-catalogue",
         help="Hot-swap to a promoted version trained on another dataset (default: refused until a restart).",
     ),
-    log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level: critical … debug, trace."),
+    log_level: str = typer.Option(
+        "info", "--log-level", help="uvicorn's log level: critical, error, warning, info, debug or trace."
+    ),
 ) -> None:
     """Serve recommendations over HTTP (FastAPI under uvicorn) with a durable event store."""
     import uvicorn

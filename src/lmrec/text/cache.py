@@ -56,7 +56,7 @@ class CacheFile:
         if not self.path.is_file():
             return self._empty()
         try:
-            with np.load(self.path) as data:
+            with np.load(self.path, allow_pickle=False) as data:
                 keys, vectors, truncated = data["keys"], data["vectors"], data["truncated"]
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             log.warning("embedding cache %s is unreadable (%s); it will be rebuilt", self.path, exc)
