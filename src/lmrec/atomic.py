@@ -1,4 +1,5 @@
-"""Crash-safe writes: write to a temporary file in the same folder, fsync, then rename over the target."""
+"""Crash-safe writes (a temporary file in the same folder, fsync, then rename over the target), and reading
+back the JSON records they write as untrusted input."""
 
 from __future__ import annotations
 
@@ -53,3 +54,15 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def read_json_object(path: Path, error: type[Exception], remedy: str, what: str = "") -> dict[str, Any]:
+    """A JSON object from `path`; unreadable, not JSON or not an object is one sentence of `error` with `remedy`."""
+    name = f"{path} ({what})" if what else str(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{name} is corrupt or unreadable ({exc}); {remedy}.") from None
+    if not isinstance(data, dict):
+        raise error(f"{name} does not hold a JSON object; {remedy}.")
+    return data

@@ -135,7 +135,7 @@ def test_prepared_dataset_round_trip(write, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "content", "expected"),
     [
-        ("manifest.json", '{"format_version": 1, "fingerprint": [', "manifest.json cannot be read"),
+        ("manifest.json", '{"format_version": 1, "fingerprint": [', "manifest.json is corrupt or unreadable"),
         ("manifest.json", "[1]", "does not hold a JSON object"),
         ("interactions.parquet", "PAR1 garbage", "interactions.parquet is missing or damaged"),
     ],

@@ -73,9 +73,9 @@ def test_checkpoint_that_is_not_a_dict_or_is_garbage_is_refused(tmp_path: Path) 
 @pytest.mark.parametrize(
     ("name", "content", "expected"),
     [
-        ("run.json", "{not json", r"run\.json \(the run's record\) cannot be read"),
+        ("run.json", "{not json", r"run\.json \(the run's record\) is corrupt or unreadable"),
         ("run.json", "[1, 2]", "does not hold a JSON object"),
-        ("metrics.json", "\x00\x01", r"metrics\.json \(the run's metrics\) cannot be read"),
+        ("metrics.json", "\x00\x01", r"metrics\.json \(the run's metrics\) is corrupt or unreadable"),
         ("config.yaml", "model: [unclosed", r"config\.yaml is not valid YAML: line 1"),
         ("config.yaml", "model: !!python/object/apply:os.system [echo hi]", "python/object/apply"),
     ],

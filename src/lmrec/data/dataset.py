@@ -19,7 +19,6 @@ their sequence, and every evaluation target's history is simply the events befor
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lmrec.atomic import read_json_object
 from lmrec.errors import DataError
 
 MANIFEST = "manifest.json"
@@ -66,7 +66,7 @@ class PreparedDataset:
                 f"{self.path} is not a prepared dataset (no {MANIFEST}); "
                 f"create one with `lmrec data prepare SOURCE --out {self.path}`."
             )
-        self.manifest: dict = self._read_manifest(manifest_path)
+        self.manifest: dict = read_json_object(manifest_path, DataError, "prepare the dataset again")
         version = self.manifest.get("format_version")
         if version != FORMAT_VERSION:
             raise DataError(
@@ -85,16 +85,6 @@ class PreparedDataset:
         counts = np.bincount(users, minlength=self.n_users)
         self.offsets: np.ndarray = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self._check_order(users)
-
-    def _read_manifest(self, path: Path) -> dict:
-        """The manifest as a mapping; a damaged one is one sentence."""
-        try:
-            manifest = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataError(f"{path} cannot be read ({exc}); prepare the dataset again.") from None
-        if not isinstance(manifest, dict):
-            raise DataError(f"{path} does not hold a JSON object; prepare the dataset again.")
-        return manifest
 
     def _read_table(self, name: str, columns: list[str] | None = None) -> pa.Table:
         """One of the dataset's Parquet files; a missing or damaged one is one sentence."""

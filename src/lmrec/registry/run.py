@@ -10,7 +10,6 @@ values (a pickle payload that would run code) is refused, never executed.
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import shutil
@@ -23,7 +22,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from lmrec import __version__
-from lmrec.atomic import atomic_write, atomic_write_json, atomic_write_text
+from lmrec.atomic import atomic_write, atomic_write_json, atomic_write_text, read_json_object
 from lmrec.config import RunConfig, dump_config, load_yaml, validate_config
 from lmrec.errors import RunError
 from lmrec.models.base import SequentialRecommender, build_model
@@ -59,13 +58,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
     """A JSON object from a run's file, with one sentence when it is unreadable."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunError(f"{path} ({what}) cannot be read: {exc}; restore it or retrain the run.") from None
-    if not isinstance(data, dict):
-        raise RunError(f"{path} ({what}) does not hold a JSON object; restore it or retrain the run.")
-    return data
+    return read_json_object(path, RunError, "restore it or retrain the run", what)
 
 
 class RunDir:

@@ -13,7 +13,6 @@ for with `allow_new_catalogue` (`--allow-new-catalogue`); the log records such p
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
 import time
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmrec.atomic import atomic_write_json
+from lmrec.atomic import atomic_write_json, read_json_object
 from lmrec.errors import RunError
 from lmrec.registry.run import RunDir
 
@@ -185,13 +184,9 @@ class ModelRegistry:
         self._check_root()
         if not self.index_file.is_file():
             return {"format": FORMAT, "versions": [], "promoted": None, "stack": [], "log": []}
-        try:
-            index = json.loads(self.index_file.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            raise RunError(f"{self.index_file} is corrupt; restore it from a backup.") from None
-        if not isinstance(index, dict) or index.get("format") != FORMAT:
-            found = index.get("format") if isinstance(index, dict) else None
-            raise RunError(f"{self.index_file} has format {found}; this lmrec reads {FORMAT}.")
+        index = read_json_object(self.index_file, RunError, "restore it from a backup")
+        if index.get("format") != FORMAT:
+            raise RunError(f"{self.index_file} has format {index.get('format')}; this lmrec reads {FORMAT}.")
         if not _well_formed(index):
             raise RunError(f"{self.index_file} is corrupt (its versions are malformed); restore it from a backup.")
         return index
