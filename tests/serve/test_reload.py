@@ -20,7 +20,7 @@ from lmrec.registry.versions import ModelRegistry
 
 
 @pytest.fixture(scope="module")
-def registry(prepared: Path, tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
+def shared_registry(prepared: Path, tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
     """Version 1: the tiny SASRec (promoted); version 2: a popularity model on the same data."""
     root = tmp_path_factory.mktemp("reg")
     lmrec.train(prepared, root / "pop", model="pop")
@@ -30,23 +30,31 @@ def registry(prepared: Path, tiny_run: Path, tmp_path_factory: pytest.TempPathFa
     return registry
 
 
+@pytest.fixture
+def registry(shared_registry: ModelRegistry) -> ModelRegistry:
+    """The module's registry with version 1 promoted, whatever an earlier test left promoted (even a
+    version on another dataset), so that each test starts from the same state."""
+    shared_registry.promote(1, allow_new_catalogue=True)
+    return shared_registry
+
+
 @pytest.fixture(scope="module")
-def corrupt(registry: ModelRegistry, tiny_run: Path) -> int:
+def corrupt(shared_registry: ModelRegistry, tiny_run: Path) -> int:
     """A version whose model.pt is damaged (cut in half)."""
-    version = registry.add(tiny_run)
+    version = shared_registry.add(tiny_run)
     checkpoint = version.path / "model" / "model.pt"
     checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
     return version.version
 
 
 @pytest.fixture(scope="module")
-def other_dataset(registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> int:
+def other_dataset(shared_registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory) -> int:
     """A popularity version trained on another dataset (another data fingerprint)."""
     root = tmp_path_factory.mktemp("other")
     main(["data", "synth", "--users", "50", "--items", "30", "--events", "900", "--out", str(root / "log.csv")])
     main(["data", "prepare", str(root / "log.csv"), "--out", str(root / "d")])
     lmrec.train(root / "d", root / "pop", model="pop")
-    return registry.add(root / "pop").version
+    return shared_registry.add(root / "pop").version
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -65,7 +73,6 @@ def served(client: TestClient) -> tuple[str, str]:
 def test_admin_reload_switches_to_the_promoted_version(
     registry: ModelRegistry, make_client: Callable[..., TestClient]
 ) -> None:
-    registry.promote(1)
     client = make_client(source=registry.root)
     assert served(client) == ("1", "sasrec")
     assert client.post("/v1/admin/reload", headers=AUTH).json() == {"model_version": "1", "changed": False}
@@ -80,7 +87,6 @@ def test_admin_reload_switches_to_the_promoted_version(
 def test_the_watcher_follows_the_index_without_dropping_requests(
     registry: ModelRegistry, make_client: Callable[..., TestClient]
 ) -> None:
-    registry.promote(1)
     with make_client(source=registry.root, poll_interval=0.05) as client:  # `with` runs the lifespan (watcher)
         statuses: list[int] = []
         stop = threading.Event()
@@ -119,7 +125,6 @@ def test_a_registry_without_promotion_is_a_clear_error(tmp_path: Path, tiny_run:
 def test_a_promoted_version_that_is_not_loaded_yet_is_reported(
     registry: ModelRegistry, make_client: Callable[..., TestClient]
 ) -> None:
-    registry.promote(1)
     client = make_client(source=registry.root)
     assert client.get("/readyz").json() == {"status": "ok", "model_version": "1", "promoted_version": "1",
                                             "detail": None}  # fmt: skip
@@ -134,7 +139,6 @@ def test_a_promoted_version_that_is_not_loaded_yet_is_reported(
 def test_a_corrupt_version_is_refused_reported_and_logged_once(
     registry: ModelRegistry, corrupt: int, make_client: Callable[..., TestClient], caplog: pytest.LogCaptureFixture
 ) -> None:
-    registry.promote(1)
     caplog.set_level(logging.INFO, logger="lmrec.serve.service")
     with make_client(source=registry.root, poll_interval=0.02) as client:
         registry.promote(corrupt)
@@ -163,7 +167,6 @@ def test_a_version_on_another_dataset_is_not_hot_swapped_unless_allowed(
     make_client: Callable[..., TestClient],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    registry.promote(1)
     client = make_client(source=registry.root)
     allowing = make_client(source=registry.root, allow_new_catalogue=True)
     registry.promote(other_dataset, allow_new_catalogue=True)
@@ -180,18 +183,15 @@ def test_a_version_on_another_dataset_is_not_hot_swapped_unless_allowed(
                                                                       "changed": True}  # fmt: skip
     assert served(allowing) == (str(other_dataset), "pop")
     assert any("catalogue changed" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
-    registry.promote(1, allow_new_catalogue=True)
 
 
 def test_lmrec_serve_allow_new_catalogue(
     registry: ModelRegistry, other_dataset: int, server: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
-    registry.promote(1, allow_new_catalogue=True)
     process = server(str(registry.root), "--store", f"sqlite:///{tmp_path / 'e.sqlite'}", "--allow-new-catalogue")
     registry.promote(other_dataset, allow_new_catalogue=True)
     reply = httpx.post(f"{process.url}/v1/admin/reload", headers=AUTH, timeout=30)
     assert reply.status_code == 200 and reply.json()["model_version"] == str(other_dataset), reply.text
-    registry.promote(1, allow_new_catalogue=True)
 
 
 def test_an_unreadable_registry_is_reported_not_a_client_error(
