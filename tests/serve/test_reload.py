@@ -17,6 +17,8 @@ from serve_helpers import AUTH, ServerProcess
 import lmrec
 from lmrec.cli import main
 from lmrec.registry.versions import ModelRegistry
+from lmrec.serve.service import Refused
+from lmrec.serve.store import StoredItem
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +208,30 @@ def test_an_unreadable_registry_is_reported_not_a_client_error(
     reply = client.post("/v1/admin/reload", headers=AUTH)
     assert reply.status_code == 503 and "cannot tell which version to serve" in reply.json()["detail"]
     assert served(client) == ("1", "sasrec")
+
+
+@pytest.mark.parametrize("refused", ["corrupt", "other_dataset"])
+def test_a_refused_version_is_not_loaded_again_when_items_change(
+    registry: ModelRegistry, make_client: Callable[..., TestClient], request: pytest.FixtureRequest, refused: str
+) -> None:
+    version = request.getfixturevalue(refused)
+    service = make_client(source=registry.root).app.state.service
+    attempts: list[object] = []
+    load = service._load
+
+    def counted(*args, **kwargs):
+        attempts.append(args)
+        return load(*args, **kwargs)
+
+    service._load = counted
+    registry.promote(version, allow_new_catalogue=True)
+    with pytest.raises(Refused):
+        service.reload()
+    for n in range(3):
+        service.store.upsert_items([StoredItem(f"new-{n}", "a new item", None)])  # e.g. another replica's write
+        with pytest.raises(Refused):
+            service.reload()  # what the watcher does every interval
+    assert len(attempts) == 1
+    with pytest.raises(Refused):
+        service.reload(force=True)
+    assert len(attempts) == 2

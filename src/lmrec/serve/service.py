@@ -14,6 +14,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -34,7 +35,13 @@ HISTORY_LIMIT = 1000
 DEFAULT_MAX_BODY = 2 * 1024 * 1024
 REASON_LIMIT = 300  # characters of an unexpected load error's message kept in a refusal
 
-Token = tuple[int, tuple[int, int], str]  # (source token, items revision, version label)
+
+class Token(NamedTuple):
+    """What the service serves or is asked to: a reload is due when any part changes."""
+
+    source: int  # the source's token (registry index or run model file)
+    items: tuple[int, int]  # the store's items revision
+    version: str  # the version label the source names
 
 
 class NotFound(LmrecError):
@@ -61,9 +68,14 @@ class CatalogueChanged(Refused):
 class Refusal:
     """A refused version: the source token it was refused at, its label and why."""
 
-    token: Token
+    source: int
     version: str
     error: Refused
+
+    def holds(self, token: Token) -> bool:
+        """Whether `token` asks for the refused version again with the source unchanged; the items revision
+        does not count, so that added items do not load a refused version again."""
+        return token.source == self.source and token.version == self.version
 
 
 class BatchRejected(LmrecError):
@@ -150,7 +162,7 @@ class Service:
         if served is not None and not self.config.allow_new_catalogue:
             self._check_catalogue(served, version, path)
         recommender = Recommender.load(path)
-        return self._engine(recommender, version, self.store.items()), (token, revision, version)
+        return self._engine(recommender, version, self.store.items()), Token(token, revision, version)
 
     def _engine(self, recommender: Recommender, version: str, items: Sequence[StoredItem]) -> Engine:
         return Engine(recommender, version, items, exact_limit=self.config.exact_limit)
@@ -179,7 +191,7 @@ class Service:
             if not force and current == self._token:
                 return s.Reloaded(model_version=self.engine.version, changed=False)
             refused = self._refused
-            if not force and refused is not None and refused.token == current:
+            if not force and refused is not None and refused.holds(current):
                 raise refused.error
             previous = self.engine
             try:
@@ -187,7 +199,7 @@ class Service:
             except CatalogueChanged as exc:
                 raise self._refuse(current, exc) from None
             except Exception as exc:  # whatever breaks a load, the current version keeps serving
-                failed = LoadFailed(f"version {current[2]} cannot be loaded: {_reason(exc)}")
+                failed = LoadFailed(f"version {current.version} cannot be loaded: {_reason(exc)}")
                 raise self._refuse(current, failed) from None
             changed = engine.version != previous.version or token != self._token
             self.engine, self._token, self._refused, self._logged = engine, token, None, None
@@ -204,7 +216,7 @@ class Service:
 
     def _refuse(self, token: Token, error: Refused) -> Refused:
         """Remember a refusal (to raise), logged in one line the first time for its version and reason."""
-        self._refused = Refusal(token, token[2], error)
+        self._refused = Refusal(token.source, token.version, error)
         self.metrics.refused.set(1)
         self._log_once(f"{error} Still serving version {self.engine.version}.")
         return error
@@ -218,7 +230,7 @@ class Service:
     def _current_token(self) -> Token:
         """What the source serves now; LoadFailed when the source (registry index, run) cannot be read."""
         try:
-            return self.source.token(), self.store.items_revision(), self.source.resolve()[0]
+            return Token(self.source.token(), self.store.items_revision(), self.source.resolve()[0])
         except Exception as exc:
             error = LoadFailed(f"cannot tell which version to serve: {_reason(exc)}")
             self._log_once(f"{error} Still serving version {self.engine.version}.")
@@ -417,7 +429,7 @@ class Service:
             merged = {i.item_id: i for i in self.store.items()} | latest
             engine = self._engine(served.recommender, served.version, sorted(merged.values(), key=lambda i: i.item_id))
             self.store.upsert_items(list(latest.values()))
-            self.engine, self._token = engine, (self._token[0], self.store.items_revision(), self._token[2])
+            self.engine, self._token = engine, self._token._replace(items=self.store.items_revision())
         added = sum(item_id not in known for item_id in latest)
         return s.ItemsStored(added=added, updated=len(latest) - added, model_version=engine.version)
 
