@@ -19,7 +19,7 @@ from lmrec.evaluate.evaluator import EvalResult, Evaluator
 from lmrec.evaluate.evaluator import evaluate as evaluate_model
 from lmrec.models.base import SequentialRecommender, build_model
 from lmrec.registry.run import RunDir
-from lmrec.runtime import configure_threads
+from lmrec.runtime import configure_threads, deferred_interrupts
 from lmrec.train.trainer import Trainer, TrainState, peak_rss_mb, seed_everything
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ def train(
     dataset = PreparedDataset.load(data)
     run = RunDir(out)
     run.check_new(overwrite=overwrite, resume=resume)
+    changes: dict[str, list[Any]] = {}
     if resume:
         config, changes = _resume_setup(run, dataset, model, config, config_file, overrides, seed, init)
         pretrained = None
@@ -71,31 +72,46 @@ def train(
     text_summary = attach_item_text(model_, dataset, progress)
     init_summary = transfer_weights(model_, pretrained) if pretrained else None
     trainer = Trainer(dataset, config, run, progress=progress, model=model_)
+    trainer.prepare(resume=resume)  # a resumed run's checkpoint is restored (and checked) before any write
     with run.lock():
-        run.create(overwrite=overwrite, resume=resume)
-        if resume:
-            if changes:
-                atomic_write_text(run.config_file, dump_config(config))
-            resumes = [*run.info().get("resumes", []), {"from_epoch": _epochs_done(run), "changed": changes}]
-            run.set_state("running", resumes=resumes)
-        else:
-            run.write_setup(config, _run_info(data, dataset, config, init))
+        with deferred_interrupts():  # an old run being replaced is removed whole or not at all
+            run.create(overwrite=overwrite, resume=resume)
         try:
-            state = trainer.fit(resume=resume)
+            _start_run(run, config, changes, trainer.state.epoch, _run_info(data, dataset, config, init), resume)
+            state = trainer.fit()
             metrics = _final_metrics(run, dataset, config, state)
-        except Interrupted as exc:
-            exc.message = _keep_interrupted(run, trainer.state.epoch, data)
+            if text_summary:
+                metrics["item_text"] = text_summary
+            if init_summary:
+                metrics["init"] = {"from": str(init), **init_summary}
+            run.write_metrics(metrics)
+            run.set_state("finished", epochs_done=state.epoch)
+        except (Interrupted, KeyboardInterrupt) as exc:
+            message = _keep_interrupted(run, trainer.state.epoch, data)
+            if isinstance(exc, Interrupted):
+                exc.message = message
             raise
         except Exception:
-            _keep_failed(run)
+            _keep_failed(run, trainer.state.epoch)
             raise
-        if text_summary:
-            metrics["item_text"] = text_summary
-        if init_summary:
-            metrics["init"] = {"from": str(init), **init_summary}
-        run.write_metrics(metrics)
-        run.set_state("finished", epochs_done=state.epoch)
     return metrics
+
+
+def _start_run(
+    run: RunDir,
+    config: RunConfig,
+    changes: dict[str, list[Any]],
+    epoch: int,
+    info: dict[str, Any],
+    resume: bool,
+) -> None:
+    """Record a new run in its emptied folder, or record a resume (and its allowed changes)."""
+    if not resume:
+        run.write_setup(config, info)
+        return
+    if changes:
+        atomic_write_text(run.config_file, dump_config(config))
+    run.set_state("running", resumes=[*run.info().get("resumes", []), {"from_epoch": epoch, "changed": changes}])
 
 
 def _resume_setup(
@@ -144,13 +160,6 @@ def _run_info(data: str | Path, dataset: PreparedDataset, config: RunConfig, ini
     return {**info, "init": str(Path(init).resolve())} if init is not None else info
 
 
-def _epochs_done(run: RunDir) -> int:
-    """Epochs completed by the run's last checkpoint (0 without one)."""
-    if not run.last_file.is_file():
-        return 0
-    return int(run.load_checkpoint(run.last_file).get("trainer", {}).get("epoch", 0))
-
-
 def _final_metrics(run: RunDir, dataset: PreparedDataset, config: RunConfig, state: TrainState) -> dict[str, Any]:
     """Evaluate the run's best checkpoint on valid and test (ranks saved for paired tests): metrics.json."""
     model_ = run.load_model(dataset.fingerprint)
@@ -186,7 +195,7 @@ def _final_metrics(run: RunDir, dataset: PreparedDataset, config: RunConfig, sta
 
 def _keep_interrupted(run: RunDir, epochs: int, data: str | Path) -> str:
     """Record an interrupted run (or remove it when no epoch finished) and say what was kept."""
-    if not run.last_file.is_file():
+    if not (run.last_file.is_file() and run.info_file.is_file()):
         run.discard()
         return f"training interrupted before its first epoch finished; nothing was kept ({run.path} was removed)."
     run.set_state("interrupted", epochs_done=epochs)
@@ -196,10 +205,10 @@ def _keep_interrupted(run: RunDir, epochs: int, data: str | Path) -> str:
     )
 
 
-def _keep_failed(run: RunDir) -> None:
+def _keep_failed(run: RunDir, epochs: int) -> None:
     """A run that failed keeps its checkpoints, marked failed; one with nothing to resume is removed."""
-    if run.last_file.is_file():
-        run.set_state("failed", epochs_done=_epochs_done(run))
+    if run.last_file.is_file() and run.info_file.is_file():
+        run.set_state("failed", epochs_done=epochs)
     else:
         run.discard()
 
@@ -266,14 +275,18 @@ def pretrain(
         "history": trainer.history,
     }
     state = {k: v for k, v in model_.state_dict().items() if k not in model_.catalogue_keys()}
-    with run.lock():
+    info = {"model": "lmrec", "pretrained_on": names, "datasets": [str(Path(d).resolve()) for d in data]}
+    checkpoint = {"model": "lmrec", "params": config.model_params, "state_dict": state, "pretrained_on": names}
+    with run.lock(), deferred_interrupts():  # a few small writes: all of them, or (on an error) none
         run.create(overwrite=overwrite, resume=False)
-        info = {"model": "lmrec", "pretrained_on": names, "datasets": [str(Path(d).resolve()) for d in data]}
-        run.write_setup(config, info)
-        checkpoint = {"model": "lmrec", "params": config.model_params, "state_dict": state, "pretrained_on": names}
-        run.save(run.model_file, checkpoint)
-        run.write_metrics(metrics)
-        run.set_state("finished", epochs_done=len(trainer.history))
+        try:
+            run.write_setup(config, info)
+            run.save(run.model_file, checkpoint)
+            run.write_metrics(metrics)
+            run.set_state("finished", epochs_done=len(trainer.history))
+        except Exception:
+            run.discard()
+            raise
     return metrics
 
 
@@ -513,6 +526,8 @@ class Recommender:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        if Path(out).is_dir():
+            raise DataError(f"{out} is a folder; give the file to write, such as {Path(out) / 'recs.parquet'}.")
         ds, width = self.dataset, self.model.max_len
         users, ranks, items, scores = [], [], [], []
         for lo in range(0, ds.n_users, batch_size):

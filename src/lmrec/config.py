@@ -59,7 +59,7 @@ class RunConfig(_Strict):
     model: dict[str, Any] = {"name": "sasrec"}
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="numpy and torch take seeds in [0, 2**32)")
 
     @property
     def model_name(self) -> str:

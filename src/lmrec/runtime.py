@@ -26,14 +26,21 @@ def configure_threads(threads: int | None = None) -> int:
     return n
 
 
-_critical = {"depth": 0, "pending": 0}
+_critical = {"depth": 0, "pending": 0, "raised": False}
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:
-    """The handler of SIGINT / SIGTERM: raise `Interrupted`, or hold it until a critical section ends."""
+    """The handler of SIGINT / SIGTERM: raise `Interrupted` once, or hold it until a critical section ends.
+
+    Signals after the first are ignored: the command is already stopping, and a second Ctrl-C must not
+    cut short the recording of what was kept (SIGKILL still stops a process that hangs).
+    """
+    if _critical["raised"]:
+        return
     if _critical["depth"]:
         _critical["pending"] = _critical["pending"] or signum
         return
+    _critical["raised"] = True
     raise Interrupted(signum)
 
 
@@ -42,7 +49,8 @@ def signals_interrupt() -> Iterator[None]:
     """SIGINT and SIGTERM raise `Interrupted` during the block (in the main thread; elsewhere nothing changes).
 
     Not KeyboardInterrupt: typer turns that into a silent return, and SIGTERM would otherwise kill the
-    process without a word.
+    process without a word. The main thread's main() (the CLI) uses it; a library caller keeps its own
+    handlers.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -53,6 +61,7 @@ def signals_interrupt() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        _critical.update(pending=0, raised=False)
 
 
 @contextmanager
@@ -73,4 +82,5 @@ def deferred_interrupts() -> Iterator[None]:
         _critical["depth"] -= 1
         if not _critical["depth"] and _critical["pending"]:
             signum, _critical["pending"] = _critical["pending"], 0
+            _critical["raised"] = True
             raise Interrupted(signum)

@@ -122,3 +122,47 @@ def test_a_signal_during_a_checkpoint_write_is_raised_once_the_file_is_whole(tmp
         atomic_write(tmp_path / "ckpt.pt", write)
     assert caught.value.exit_code == 143
     assert (tmp_path / "ckpt.pt").is_file()
+
+
+def test_a_stopped_server_exits_0_saying_so(pop_run: Path, tmp_path: Path) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    argv = ["serve", str(pop_run), "--port", str(port), "--store", f"sqlite:///{tmp_path / 'events.sqlite'}"]
+    process = subprocess.Popen([sys.executable, "-m", "lmrec", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert b"stopped by SIGTERM after a graceful shutdown" in out and b"Traceback" not in err
+
+
+def test_outputs_of_the_wrong_kind_are_one_sentence(
+    cyclic_dataset: Path, pop_run: Path, tmp_path: Path, run_cli
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    code, _, err = run_cli(["train", str(cyclic_dataset), "--model", "pop", "--out", str(tmp_path / "a-file")])
+    assert code == 1 and "is a file, not a run folder" in err
+    code, _, err = run_cli(["recommend", str(pop_run), "--all-users", "--out", str(tmp_path)])
+    assert code == 1 and "is a folder; give the file to write" in err
+
+
+def test_signals_after_the_first_do_not_cut_the_cleanup_short() -> None:
+    from lmrec.errors import Interrupted
+    from lmrec.runtime import signals_interrupt
+
+    with signals_interrupt():
+        with pytest.raises(Interrupted):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, while what was kept is being recorded
+        time.sleep(0.05)

@@ -187,3 +187,21 @@ def test_the_time_budget_does_not_start_an_epoch_that_would_not_fit(cyclic_datas
     assert trainer._stop_reason() == ""
     trainer.state.epoch = config.train.epochs
     assert trainer._stop_reason().startswith("the epoch limit")
+
+
+def test_a_keyboard_interrupt_in_library_use_flags_the_run_too(
+    cyclic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lmrec.train.trainer import Trainer
+
+    real = Trainer._epoch
+
+    def epoch_or_ctrl_c(self, writer) -> None:
+        if self.state.epoch == 1:
+            raise KeyboardInterrupt
+        real(self, writer)
+
+    monkeypatch.setattr(Trainer, "_epoch", epoch_or_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        api.train(cyclic_dataset, tmp_path / "r", model="sasrec", overrides=[*FAST, "train.epochs=3"])
+    assert RunDir(tmp_path / "r").state() == "interrupted"

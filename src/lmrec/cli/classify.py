@@ -43,7 +43,7 @@ def train(
     ),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Examples per training step."),
     lr: float = typer.Option(None, "--lr", help="Encoder learning rate (default 1e-3 lora, 5e-5 full)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed of sampling and training."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Random seed of sampling and training."),
     threads: int = typer.Option(None, "--threads", help="Torch threads (default LMREC_THREADS or 1)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
 ) -> None:
@@ -95,7 +95,7 @@ def train(
 def evaluate(
     run: Path = typer.Argument(..., help="A classifier run directory."),
     resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples."),
-    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Bootstrap seed."),
 ) -> None:
     """Test metrics of the run and of its bias baseline, with 95% bootstrap intervals and the paired difference."""
     from lmrec import classify

@@ -125,7 +125,10 @@ def evaluate(
     mask_history: bool = typer.Option(None, "--mask-history/--no-mask-history", help="Default: the run's."),
     data: Path = typer.Option(None, "--data", help="The prepared dataset, if it moved."),
     sampled: int = typer.Option(
-        None, "--sampled-negatives", help="Rank against N sampled negatives instead (metrics named sampled_*)."
+        None,
+        "--sampled-negatives",
+        min=1,
+        help="Rank against N sampled negatives instead (metrics named sampled_*).",
     ),
     rerank: Path = typer.Option(None, "--rerank", help="A behaviour-classifier run that re-orders the top."),
     rerank_top: int = typer.Option(20, "--rerank-top", min=1, help="How many first-stage items to re-order."),

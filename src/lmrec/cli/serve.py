@@ -8,13 +8,16 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from lmrec.errors import LmrecError
+from lmrec.errors import Interrupted, LmrecError
 
 console = Console(soft_wrap=True)
 registry_app = typer.Typer(no_args_is_help=True, help="Numbered model versions: add, promote, roll back, list.")
@@ -84,7 +87,8 @@ def serve(
 
         keys_file = str(api_keys_file) if api_keys_file else None
         os.environ[CONFIG_ENV] = json.dumps({**settings, "api_keys_file": keys_file})
-        uvicorn.run("lmrec.serve.app:app_from_env", factory=True, workers=workers, **options)
+        with _graceful_stop():
+            uvicorn.run("lmrec.serve.app:app_from_env", factory=True, workers=workers, **options)
         return
     from lmrec.serve.app import create_app
     from lmrec.serve.service import ServiceConfig
@@ -99,7 +103,19 @@ def serve(
         history_ttl=ttl,
         allow_new_catalogue=allow_new_catalogue,
     )
-    uvicorn.Server(uvicorn.Config(create_app(config), **options)).run()
+    with _graceful_stop():
+        uvicorn.Server(uvicorn.Config(create_app(config), **options)).run()
+
+
+@contextmanager
+def _graceful_stop() -> Iterator[None]:
+    """uvicorn stops gracefully on SIGINT / SIGTERM (requests in flight finish, every acknowledged event is
+    stored), then raises the signal again; that is a normal stop: say so and exit 0."""
+    try:
+        yield
+    except Interrupted as exc:
+        name = signal.Signals(exc.signum).name
+        console.print(f"lmrec serve: stopped by {name} after a graceful shutdown; every acknowledged event is stored.")
 
 
 @registry_app.command("add")

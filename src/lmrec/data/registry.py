@@ -24,19 +24,17 @@ build machines have no internet access):
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import http.client
 import logging
 import os
 import shutil
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -45,6 +43,7 @@ from urllib.parse import urlsplit
 from tqdm import tqdm
 
 from lmrec.errors import DataError
+from lmrec.locks import file_lock, is_locked
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +52,6 @@ CACHE_DIR_ENV = "LMREC_CACHE_DIR"
 DEFAULT_CACHE_DIR = Path("~/.cache/lmrec/datasets")
 TIMEOUT_S = 60.0
 LOCK_WAIT_S = 3600.0  # how long to wait for another process's download of the same file
-_LOCK_POLL_S = 0.1
 _CHUNK = 1 << 20
 _USER_AGENT = "lmrec-dataset-registry/0.1"
 
@@ -309,35 +307,19 @@ def _offline(name: str, folder: Path) -> DataError:
     return DataError(f"{name} is not in the download cache ({folder}) and downloading is off; {_fallback(name)}.")
 
 
-@contextmanager
-def _file_lock(target: Path, name: str, wait: float) -> Iterator[None]:
-    """Hold an exclusive `flock` on `<target>.lock`; wait up to `wait` seconds while another process holds it."""
+def _file_lock(target: Path, name: str, wait: float) -> AbstractContextManager[None]:
+    """Hold the lock of `<target>.lock`; wait up to `wait` seconds while another process holds it."""
     lock = target.with_name(target.name + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("a") as handle:
-        if not _try_lock(handle.fileno()):
-            logger.info("another process is downloading %s (it holds %s); waiting for it", target.name, lock)
-            deadline = time.monotonic() + wait
-            while not _try_lock(handle.fileno()):
-                if time.monotonic() >= deadline:
-                    raise DataError(
-                        f"another process is downloading {target.name} of {name} into {target.parent} (it holds "
-                        f"{lock}); wait for it to finish and run again, or stop that process."
-                    )
-                time.sleep(_LOCK_POLL_S)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
+    def busy() -> DataError:
+        return DataError(
+            f"another process is downloading {target.name} of {name} into {target.parent} (it holds "
+            f"{lock}); wait for it to finish and run again, or stop that process."
+        )
 
-def _try_lock(fd: int) -> bool:
-    """Take the exclusive lock on `fd` if it is free; False when another open file holds it."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
+    if is_locked(lock):
+        logger.info("another process is downloading %s (it holds %s); waiting for it", target.name, lock)
+    return file_lock(lock, wait=wait, busy=busy)
 
 
 def _data_dir_copy(name: str) -> Path | None:

@@ -13,18 +13,17 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from filelock import FileLock, Timeout
 
 from lmrec import __version__
 from lmrec.atomic import atomic_write, atomic_write_json, atomic_write_text, read_json_object
 from lmrec.config import RunConfig, dump_config, load_yaml, validate_config
 from lmrec.errors import RunError
+from lmrec.locks import file_lock, is_locked
 from lmrec.models.base import SequentialRecommender, build_model
 
 State = Literal["running", "interrupted", "failed", "finished", "killed"]
@@ -80,6 +79,8 @@ class RunDir:
 
     def check_new(self, overwrite: bool, resume: bool) -> None:
         """Refuse to clobber an existing run unless asked to overwrite or resume (checked before any work)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunError(f"{self.path} is a file, not a run folder; choose another --out.")
         if resume:
             if not self.last_file.is_file():
                 raise RunError(f"cannot resume: {self.path} has no checkpoint yet; start it without --resume.")
@@ -88,22 +89,15 @@ class RunDir:
                 f"run directory {self.path} already exists; pass --overwrite to replace it or --resume to continue it."
             )
 
-    @contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> AbstractContextManager[None]:
         """Hold the run's lock for the block, so that two trainings never write one run folder at once."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(self.path / LOCK_NAME, timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise RunError(
-                f"run directory {self.path} is in use by another lmrec process (a training of it is running); "
-                "wait for it to finish or stop it first."
-            ) from None
-        try:
-            yield
-        finally:
-            lock.release()
+        return file_lock(self.path / LOCK_NAME, wait=0, busy=self._busy)
+
+    def _busy(self) -> RunError:
+        return RunError(
+            f"run directory {self.path} is in use by another lmrec process (a training of it is running); "
+            "wait for it to finish or stop it first."
+        )
 
     def create(self, overwrite: bool, resume: bool) -> None:
         """Empty the (locked) directory for a new run, or keep it for a resumed one."""
@@ -143,21 +137,14 @@ class RunDir:
         return read_json(self.info_file, "the run's record")
 
     def state(self) -> State:
-        """Where training stands; a run still marked running whose lock is free was killed mid-training."""
+        """Where training stands; a run still marked running whose lock is free was killed mid-training.
+
+        The lock is probed before run.json is read, so a run that finishes in between reads as finished.
+        """
+        locked = is_locked(self.path / LOCK_NAME) if self.path.is_dir() else False
         info = self.info()
         state = info.get("state") or ("finished" if self.metrics_file.is_file() else "killed")
-        if state == "running" and not self._locked_by_other():
-            return "killed"
-        return state
-
-    def _locked_by_other(self) -> bool:
-        lock = FileLock(self.path / LOCK_NAME, timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            return True
-        lock.release()
-        return False
+        return "killed" if state == "running" and not locked else state
 
     def unfinished_note(self) -> str | None:
         """One line saying that the run did not finish training, or None when it did."""

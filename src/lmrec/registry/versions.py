@@ -12,7 +12,6 @@ for with `allow_new_catalogue` (`--allow-new-catalogue`); the log records such p
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 from lmrec.atomic import atomic_write_json, read_json_object
 from lmrec.errors import RunError
+from lmrec.locks import file_lock
 from lmrec.registry.run import RunDir
 
 INDEX = "index.json"
@@ -195,15 +195,10 @@ class ModelRegistry:
     def _locked(self) -> Iterator[dict[str, Any]]:
         """The index under an exclusive file lock, written back atomically when the block succeeds."""
         self._check_root()
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                index = self._read()
-                yield index
-                atomic_write_json(self.index_file, index)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with file_lock(self.root / ".lock"):
+            index = self._read()
+            yield index
+            atomic_write_json(self.index_file, index)
 
 
 def _well_formed(index: dict[str, Any]) -> bool:

@@ -120,6 +120,7 @@ class Trainer:
         self.state = TrainState()
         self._validator: Evaluator | None = None
         self._epoch_seconds: list[float] = []
+        self._prepared = False
 
     def _training_lengths(self) -> np.ndarray:
         """Training prefix length per user; zero for users left out by `train.user_fraction`."""
@@ -213,13 +214,23 @@ class Trainer:
             )
         return self._validator(self.model).metrics
 
-    def fit(self, resume: bool = False) -> TrainState:
-        """Train until the epoch budget, early stopping or the time budget; keep best and last checkpoints."""
+    def prepare(self, resume: bool = False) -> None:
+        """Fit the model's statistics, set up the optimiser and, to resume, restore the last checkpoint.
+
+        Separate from `fit` so that a caller knows where a resumed run stands (and that its checkpoint
+        fits) before it writes anything.
+        """
         self.model.fit_statistics(self._train_sequences())
         self._setup_optimisation()
         if resume and self.run.last_file.is_file():
             self._restore(self.run.load_checkpoint(self.run.last_file))
             log.info("resumed at epoch %d", self.state.epoch)
+        self._prepared = True
+
+    def fit(self, resume: bool = False) -> TrainState:
+        """Train until the epoch budget, early stopping or the time budget; keep best and last checkpoints."""
+        if not self._prepared:
+            self.prepare(resume)
         if not self.model.trainable:
             self._save_best()
             self.state.history.append(self.validate())
@@ -241,8 +252,8 @@ class Trainer:
         """Why training stops before the next epoch, or "" to go on.
 
         The time budget is checked between epochs: an epoch that would not fit in what is left of it
-        (judged by the slowest epoch so far) is not started, so the budget is overshot by at most the
-        first epoch's excess.
+        (judged by the slowest epoch so far) is not started. The first epoch always runs, and an epoch
+        that validates when earlier ones did not (`eval_every` > 1) can still overshoot by its validation.
         """
         cfg, state = self.config.train, self.state
         if state.epoch >= cfg.epochs:
