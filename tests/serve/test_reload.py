@@ -17,7 +17,7 @@ from serve_helpers import AUTH, ServerProcess
 import lmrec
 from lmrec.cli import main
 from lmrec.registry.versions import ModelRegistry
-from lmrec.serve.service import Refused
+from lmrec.serve.service import LoadFailed, Refused
 from lmrec.serve.store import StoredItem
 
 
@@ -235,3 +235,25 @@ def test_a_refused_version_is_not_loaded_again_when_items_change(
     with pytest.raises(Refused):
         service.reload(force=True)
     assert len(attempts) == 2
+
+
+def test_alternating_errors_are_each_logged_once(
+    tiny_run: Path, tmp_path: Path, make_client: Callable[..., TestClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = ModelRegistry(tmp_path / "r")
+    registry.add(tiny_run, promote=True)
+    corrupt = registry.add(tiny_run)
+    (corrupt.path / "model" / "model.pt").write_bytes(b"not a checkpoint")
+    service = make_client(source=registry.root).app.state.service
+    registry.promote(corrupt.version)
+    index = registry.index_file.read_bytes()
+    caplog.set_level(logging.INFO, logger="lmrec.serve.service")
+    for _ in range(3):
+        with pytest.raises(LoadFailed, match=f"version {corrupt.version} cannot be loaded"):
+            service.reload()
+        registry.index_file.write_text("{broken")
+        with pytest.raises(LoadFailed, match="cannot tell which version to serve"):
+            service.reload()
+        registry.index_file.write_bytes(index)  # readable again: the registry changed, so the version is tried again
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 2, errors

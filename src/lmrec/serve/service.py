@@ -146,7 +146,7 @@ class Service:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._refused: Refusal | None = None
-        self._logged: str | None = None
+        self._logged: set[str] = set()  # errors logged while serving this version (each once)
         self.engine, self._token = self._load()
         self.metrics.set_model(self.engine.version, self.engine.model_name)
         self.classifier = self._load_classifier(config.classifier) if config.classifier else None
@@ -202,7 +202,7 @@ class Service:
                 failed = LoadFailed(f"version {current.version} cannot be loaded: {_reason(exc)}")
                 raise self._refuse(current, failed) from None
             changed = engine.version != previous.version or token != self._token
-            self.engine, self._token, self._refused, self._logged = engine, token, None, None
+            self.engine, self._token, self._refused, self._logged = engine, token, None, set()
             self.metrics.refused.set(0)
         self.metrics.set_model(engine.version, engine.model_name)
         log.info("serving model version %s", engine.version)
@@ -222,10 +222,11 @@ class Service:
         return error
 
     def _log_once(self, message: str, traceback: bool = False) -> None:
-        """Log an error unless it is the one logged last (a poller would repeat it every interval)."""
-        if message != self._logged:
+        """Log an error unless it was logged while serving this version: a watcher meets the same errors every
+        interval, maybe in turn (an unreadable index, then the refused version), and each is one line."""
+        if message not in self._logged:
             log.error("%s", message, exc_info=traceback)
-            self._logged = message
+            self._logged.add(message)
 
     def _current_token(self) -> Token:
         """What the source serves now; LoadFailed when the source (registry index, run) cannot be read."""
