@@ -13,6 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from serve_helpers import AUTH
 
+from lmrec.serve import schemas as s
+
 JSON = {**AUTH, "Content-Type": "application/json"}
 EXAMPLES = 100
 PROPERTY = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -97,6 +99,16 @@ def test_field_names_are_not_echoed_unbounded(client: TestClient) -> None:
 def test_ids_in_a_session_body_are_checked(client: TestClient) -> None:
     for body in ({"candidates": ["x" * 300]}, {"item_ids": ["a\x00b"]}, {"exclude": [""]}):
         assert_422_without_echo(client.post("/v1/recommendations", json=body, headers=AUTH), "x" * 300, "\\u0000")
+
+
+def test_control_characters_are_unicode_category_cc() -> None:
+    """Ids refuse exactly Unicode's control characters (all below U+00A0); `allowed` exempts what it names."""
+    breaks = "\n\r\t"
+    for code in range(0x3000):
+        char = chr(code)
+        control = unicodedata.category(char) == "Cc"
+        assert (s.id_problem(f"a{char}b") == "id contains control characters") == control, hex(code)
+        assert (s.text_problem(f"a{char}b", "text", breaks) is not None) == (control and char not in breaks), hex(code)
 
 
 # -- property-based: no path or query parameter is a server error -----------------------------------------

@@ -99,7 +99,8 @@ class BodyLimit:
 
 
 def _checked_id(value: str, what: str) -> str:
-    problem = s.id_problem(value, what)
+    """A path id, whose length its PathParam already bounds."""
+    problem = s.text_problem(value, what)
     if problem:
         raise s.InvalidInput(problem)
     return value

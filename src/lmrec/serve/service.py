@@ -420,7 +420,7 @@ class Service:
                 "new items; serve an lmrec model (lmrec train --model lmrec) to add items by their text."
             )
         for item in batch.items:
-            problem = s.id_problem(item.text, "text", s.MAX_TEXT_LENGTH, allowed="\n\r\t")
+            problem = s.text_problem(item.text, "text", allowed="\n\r\t")
             if problem:
                 raise s.InvalidInput(problem)
         latest = {item.item_id: StoredItem(item.item_id, item.text, item.title) for item in batch.items}
