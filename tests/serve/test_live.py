@@ -9,7 +9,7 @@ from serve_helpers import AUTH
 
 from lmrec.serve.live import LiveHistories
 from lmrec.serve.schemas import CleanEvent
-from lmrec.serve.store import Appended, EventStore
+from lmrec.serve.store import Appended, EventStore, StoredEvent
 
 USER = "racing-user"
 
@@ -26,6 +26,29 @@ def test_events_read_by_a_miss_are_not_added_twice(tmp_path: Path) -> None:
     histories.add(committed)  # the write-through that follows the commit
     histories.add(committed[1:])  # and a repeated one changes nothing either
     assert [e.id for e in histories.get(USER).events] == [1, 2, 3]
+    store.close()
+
+
+def test_batches_committed_while_a_miss_reads_are_merged_once(tmp_path: Path) -> None:
+    """The write-throughs that arrive while a miss reads the store: one of a batch the read already saw,
+    one of a later batch (twice); each event is cached once, in time order, and nothing new changes nothing."""
+    store = EventStore(f"sqlite:///{tmp_path / 'events.sqlite'}")
+    histories = LiveHistories(store)
+    first = store.append(events("a", "b"), {}).events
+    read = store.user_events
+
+    def read_then_commit(user_id: str, limit: int | None = None) -> list[StoredEvent]:
+        rows = read(user_id, limit=limit)
+        later = store.append([CleanEvent(USER, "c", "view", 1_700_000_000.0, None)], {}).events
+        histories.add([*first, *later, *later])
+        return rows
+
+    store.user_events = read_then_commit
+    entry = histories.get(USER)
+    assert [e.id for e in entry.events] == [3, 1, 2]  # "c" is the oldest
+    before = entry.events
+    histories.add(first)
+    assert histories.get(USER).events is before
     store.close()
 
 

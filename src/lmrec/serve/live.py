@@ -34,6 +34,18 @@ def _holds(events: list[StoredEvent], event: StoredEvent) -> bool:
     return at < len(events) and events[at].id == event.id
 
 
+def _merged(events: list[StoredEvent], new: Iterable[StoredEvent], limit: int) -> list[StoredEvent] | None:
+    """Time-ordered `events` with those of `new` they do not hold yet (each once), the latest `limit` of
+    them; None when nothing is new. Only then is the list copied: readers may be converting the old one."""
+    fresh = {event.id: event for event in new if not _holds(events, event)}
+    if not fresh:
+        return None
+    merged = list(events)
+    for event in fresh.values():
+        bisect.insort(merged, event, key=_key)
+    return merged[-limit:]
+
+
 @dataclass
 class UserEvents:
     """One user's stored events in time order (ties by arrival), and a memo of their conversion."""
@@ -87,10 +99,8 @@ class LiveHistories:
                 self._entries.popitem(last=False)
         rows = self.store.user_events(user_id, limit=self.max_events)
         with self._lock:
-            seen = {e.id for e in rows}
-            events = rows + [e for e in entry.pending if e.id not in seen]
-            events.sort(key=_key)
-            entry.events = events[-self.max_events :]
+            merged = _merged(rows, entry.pending, self.max_events)  # events committed while the rows were read
+            entry.events = rows if merged is None else merged
             entry.pending = []
             entry.loaded_at = time.monotonic()
             entry.ready = True
@@ -109,14 +119,9 @@ class LiveHistories:
                 if not entry.ready:
                     entry.pending.extend(new)
                     continue
-                merged = list(entry.events)  # copy on write: readers may be converting the old list
-                fresh = [event for event in new if not _holds(merged, event)]
-                if not fresh:
-                    continue
-                for event in fresh:
-                    bisect.insort(merged, event, key=_key)
-                entry.events = merged[-self.max_events :]
-                entry.memo = None
+                merged = _merged(entry.events, new, self.max_events)
+                if merged is not None:
+                    entry.events, entry.memo = merged, None
 
     def forget(self, user_id: str) -> None:
         """Drop a user's entry after their events were erased (a load in flight is not cached either)."""
