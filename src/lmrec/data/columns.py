@@ -59,11 +59,18 @@ def map_columns(
     return mapping
 
 
-def check_scalar(mapping: dict[str, str | None], nested: dict[str, str], where: str) -> None:
-    """DataError when a mapped column holds lists, structs or JSON arrays/objects instead of one value per row."""
+def check_scalar(
+    mapping: dict[str, str | None], nested: dict[str, str], where: str, options: dict[str, str] = OPTION
+) -> None:
+    """DataError when a mapped column holds lists, structs or JSON arrays/objects instead of one value per row.
+
+    `mapping` is role -> column (a role outside `ROLES`, such as a side table's "id", is named as it is);
+    `options` names the option that picks another column for a role, if there is one.
+    """
     for role, column in mapping.items():
         if column is not None and column in nested:
+            other = f" or name another column with {options[role]}" if role in options else ""
             raise DataError(
-                f"the {_LABEL[role]} column {column!r} of {where} holds {nested[column]} values, not one value "
-                f"per row; flatten it (one row per element) or name another column with {OPTION[role]}."
+                f"the {_LABEL.get(role, role)} column {column!r} of {where} holds {nested[column]} values, not one "
+                f"value per row; flatten it (one row per element){other}."
             )

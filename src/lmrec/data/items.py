@@ -23,7 +23,7 @@ from pathlib import Path
 
 import duckdb
 
-from lmrec.data.columns import GUESSES, guess_column
+from lmrec.data.columns import GUESSES, check_scalar, guess_column
 from lmrec.data.readers import MAX_EXAMPLES, Loaded
 from lmrec.data.sqlutil import as_text, ident, literal
 from lmrec.errors import DataError
@@ -58,12 +58,8 @@ def prepare_side(
 ) -> Side:
     """Reduce a loaded items/users table to one row per id, counting malformed, id-less and repeated rows."""
     id_column = _id_column(loaded, role, explicit_id, event_column)
-    if id_column in loaded.nested:
-        other = " or name another column with --items-id-col" if role == "item" else ""
-        raise DataError(
-            f"the id column {id_column!r} of the {role}s table {loaded.where} holds {loaded.nested[id_column]} "
-            f"values, not one id per row; flatten it (one row per id){other}."
-        )
+    option = {"id": "--items-id-col"} if role == "item" else {}
+    check_scalar({"id": id_column}, loaded.nested, f"the {role}s table {loaded.where}", option)
     table = f"{role}_side"
     columns = [c for c in loaded.columns if c != id_column]
     select = "".join(f", CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in columns)
