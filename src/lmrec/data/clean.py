@@ -81,7 +81,7 @@ def clean(
     _encode(con, filters.keep_repeats)
     valid = rows_read - sum(dropped.values())
     dropped["duplicate"] = valid - _count(con, "events")
-    dropped_rows = _dropped_rows(con, dropped)
+    dropped_rows = _dropped_rows(con)
     kcore, kcore_rows = _k_core(con, filters.min_user_interactions, filters.min_item_interactions)
     dropped.update(kcore)
     examples = loaded.examples(con, dropped_rows + kcore_rows)
@@ -174,21 +174,17 @@ def _stop_at_first_bad_row(con: duckdb.DuckDBPyConnection, loaded: Loaded) -> No
         )
 
 
-def _dropped_rows(con: duckdb.DuckDBPyConnection, dropped: dict[str, int]) -> list[tuple[int, str]]:
-    """The first rows (row id, reason) of each reason so far: bad or filtered rows, then exact duplicates."""
-    found: list[tuple[int, str]] = []
-    for reason in _reason_counts(con):
-        rows = con.execute(
-            f"SELECT row FROM parsed WHERE reason = ? ORDER BY row LIMIT {MAX_EXAMPLES}", [reason]
-        ).fetchall()
-        found += [(int(row), reason) for (row,) in rows]
-    if dropped["duplicate"]:
-        rows = con.execute(
-            "SELECT row FROM parsed p WHERE reason IS NULL AND NOT EXISTS (SELECT 1 FROM events e WHERE e.row = p.row) "
-            f"ORDER BY row LIMIT {MAX_EXAMPLES}"
-        ).fetchall()
-        found += [(int(row), "duplicate") for (row,) in rows]
-    return found
+def _dropped_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[int, str]]:
+    """The first rows (row id, reason) of every reason so far, in one query.
+
+    A row of `parsed` that `events` does not hold was dropped: for its reason, or as an exact repeat.
+    """
+    rows = con.execute(
+        "SELECT row, reason FROM (SELECT row, coalesce(reason, 'duplicate') AS reason FROM parsed p "
+        "WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.row = p.row)) "
+        f"QUALIFY row_number() OVER (PARTITION BY reason ORDER BY row) <= {MAX_EXAMPLES} ORDER BY row"
+    ).fetchall()
+    return [(int(row), reason) for row, reason in rows]
 
 
 def _encode(con: duckdb.DuckDBPyConnection, keep_repeats: bool) -> None:
