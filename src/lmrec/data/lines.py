@@ -1,4 +1,4 @@
-"""File line numbers for CSV rows: DuckDB's row ids and reject numbers are not the lines of the file.
+"""File line numbers for CSV and JSON Lines rows: DuckDB's row ids and reject numbers are not file lines.
 
 DuckDB's CSV reader skips blank lines without a trace and numbers a record (in its rejects) by counting
 records, blank lines included, so a quoted field spanning several lines shifts every later number. A raw
@@ -10,6 +10,9 @@ The raw pass materialises one small integer per line in DuckDB (not in Python) a
 lines that are blank or have an odd number of quote characters. A line it cannot read (over DuckDB's 2 MB
 line limit, or not in the file's encoding) still counts as a line, assumed to open or close no quoted
 field: the CSV reader rejects such a line too.
+
+`skip_over` is the one row-to-line mapping of the readers: CSV rows past their rejected and blank records,
+JSON Lines rows past the lines that hold no object.
 """
 
 from __future__ import annotations

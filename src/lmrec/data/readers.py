@@ -33,6 +33,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 
 from lmrec.data.lines import LineMap, scan_lines, skip_over
 from lmrec.data.sqlutil import ident, literal
@@ -109,8 +110,8 @@ class Layout:
 class Rejects:
     """Lines a reader did not turn into a row: counts by reason, their sorted positions, first examples.
 
-    For CSV files `lines` are DuckDB record numbers (see `lmrec.data.lines`), the slots that hold no row;
-    the examples always carry file lines.
+    `lines` are the slots that hold no row: DuckDB record numbers for CSV files (see `lmrec.data.lines`),
+    file lines for JSON Lines files; the examples always carry file lines.
     """
 
     counts: dict[str, int] = field(default_factory=dict)
@@ -122,10 +123,9 @@ class Rejects:
 class Loaded:
     """A table loaded into DuckDB: rows in source order (`rowid`), its columns and its rejected lines.
 
-    `line_column` names a column holding each row's file line; otherwise lines are derived from `rowid`,
-    the header, the rejected and blank records and the multi-line records of `line_map`. For Parquet and
-    SQL sources the "line" is the 1-based row number. `nested` maps each column holding lists, structs,
-    maps or JSON to a description of its type.
+    A row's file line is derived from its `rowid`, the header, the rejected and blank records and the
+    multi-line records of `line_map`. For Parquet and SQL sources the "line" is the 1-based row number.
+    `nested` maps each column holding lists, structs, maps or JSON to a description of its type.
     """
 
     table: str
@@ -133,7 +133,6 @@ class Loaded:
     where: str
     rejects: Rejects = field(default_factory=Rejects)
     header_lines: int = 0
-    line_column: str | None = None
     line_map: LineMap = field(default_factory=LineMap)
     nested: dict[str, str] = field(default_factory=dict)
 
@@ -141,12 +140,6 @@ class Loaded:
         """Map row ids (`rowid`) to 1-based file line numbers, counting the header."""
         if not rows:
             return {}
-        if self.line_column is not None:
-            found = con.execute(
-                f"SELECT rowid, {ident(self.line_column)} FROM {ident(self.table)} "
-                f"WHERE rowid IN ({', '.join(str(int(r)) for r in rows)})"
-            ).fetchall()
-            return {int(r): int(line) for r, line in found}
         records = skip_over(np.asarray(rows), self.rejects.lines, first=self.header_lines + 1)
         lines = self.line_map.file_lines(records)
         return {int(r): int(line) for r, line in zip(rows, lines, strict=True)}
@@ -463,60 +456,58 @@ def _load_parquet(con: duckdb.DuckDBPyConnection, spec: TableSpec, table: str) -
 
 
 def _load_jsonl(con: duckdb.DuckDBPyConnection, spec: TableSpec, table: str) -> Loaded:
-    """Read lines as one text column, then keep the JSON objects; others are `malformed_json` or `blank_line`."""
-    lines, parsed, rejects = f"{table}_lines", f"{table}_json", f"{table}_rejects"
+    """Read lines as one text column, then keep the JSON objects; others are `malformed_json` or `blank_line`.
+
+    Every line that holds no row (unreadable, blank, not a JSON object) is a rejected line, so that a row's
+    file line is found as a CSV record's is (`Loaded.lines_of`, `lines.skip_over`).
+    """
+    lines, rejects = f"{table}_lines", f"{table}_rejects"
     encoding = f", encoding={literal(spec.encoding)}" if spec.encoding else ""
     _run(
         con,
-        f"CREATE TABLE {ident(lines)} AS SELECT * FROM read_csv({literal(str(spec.path))}, "
-        "columns={'line': 'VARCHAR'}, header=false, delim='\x01', quote='', escape='', auto_detect=false, "
-        f"store_rejects=true, rejects_table={literal(rejects)}, "
+        f"CREATE TABLE {ident(lines)} AS SELECT line, CASE WHEN json_valid(line) THEN line::JSON END "
+        f"AS j FROM read_csv({literal(str(spec.path))}, columns={{'line': 'VARCHAR'}}, header=false, delim='\x01', "
+        f"quote='', escape='', auto_detect=false, store_rejects=true, rejects_table={literal(rejects)}, "
         f"rejects_scan={literal(table + '_scans')}{encoding})",
         str(spec.path),
     )
-    con.execute(
-        f"CREATE TABLE {ident(parsed)} AS SELECT __line, line, "
-        f"CASE WHEN json_valid(line) THEN line::JSON END AS j FROM ({_numbered_lines(con, lines, rejects)})"
-    )
-    unread = (
-        f"SELECT line, CASE WHEN reason IN ('malformed_invalid_state', 'malformed_too_many_columns') "
-        f"THEN 'malformed_json' ELSE reason END AS reason, text FROM ({_reject_reasons(rejects)}) "
-        f"UNION ALL SELECT __line, CASE WHEN coalesce(trim(line), '') = '' THEN 'blank_line' "
-        f"ELSE 'malformed_json' END, line FROM {ident(parsed)} WHERE j IS NULL OR json_type(j) <> 'OBJECT'"
-    )
+    loaded_rejects = _jsonl_rejects(con, lines, rejects)
     found = con.execute(
         f"SELECT e.key, any_value(e.type) FILTER (WHERE e.type IN ('ARRAY', 'OBJECT')) "
-        f"FROM {ident(parsed)} p, json_each(p.j) e WHERE json_type(p.j) = 'OBJECT' "
-        "GROUP BY e.key ORDER BY min(p.__line), arg_min(e.id, p.__line)"
+        f"FROM {ident(lines)} p, json_each(p.j) e WHERE json_type(p.j) = 'OBJECT' "
+        "GROUP BY e.key ORDER BY min(p.rowid), arg_min(e.id, p.rowid)"
     ).fetchall()
     keys = [key for key, _ in found] + [k for k in spec.json_keys if k not in {key for key, _ in found}]
     nested = {key: f"JSON {kind.lower()}" for key, kind in found if kind is not None}
-    extract = "".join(f", {_json_value(k, spec.list_separator)} AS {ident(k)}" for k in keys)
-    con.execute(
-        f"CREATE TABLE {ident(table)} AS SELECT __line{extract} FROM {ident(parsed)} "
-        "WHERE json_type(j) = 'OBJECT' ORDER BY __line"
-    )
-    loaded_rejects = _rejects(con, unread)
-    con.execute(f"DROP TABLE {ident(lines)}; DROP TABLE {ident(parsed)}")
-    return Loaded(table, keys, str(spec.path), loaded_rejects, line_column="__line", nested=nested)
+    # A table needs a column: a file without keys gets a placeholder, which `keys` (the columns) leaves out.
+    values = ", ".join(f"{_json_value(k, spec.list_separator)} AS {ident(k)}" for k in keys) or "NULL AS __none"
+    objects = f"FROM {ident(lines)} WHERE json_type(j) = 'OBJECT' ORDER BY rowid"
+    con.execute(f"CREATE TABLE {ident(table)} AS SELECT {values} {objects}")
+    con.execute(f"DROP TABLE {ident(lines)}")
+    return Loaded(table, keys, str(spec.path), loaded_rejects, nested=nested)
 
 
-def _numbered_lines(con: duckdb.DuckDBPyConnection, lines: str, rejects: str) -> str:
-    """SQL: the raw lines with their file line `__line`, counting the rejected lines they do not hold.
+def _jsonl_rejects(con: duckdb.DuckDBPyConnection, lines: str, rejects: str) -> Rejects:
+    """The lines of a JSON Lines file that hold no object: unread by DuckDB, blank or not a JSON object.
 
-    Row r is line 1 + r + (rejected lines whose free lines before them number at most r), found by an
-    ASOF join on the rejected lines; without rejects it is line r + 1.
+    The rows of `lines` (`rowid`) skip the unread lines; `skip_over` gives them back their file lines.
     """
-    if not con.execute(f"SELECT count(*) FROM {ident(rejects)}").fetchone()[0]:
-        return f"SELECT rowid + 1 AS __line, line FROM {ident(lines)}"
-    skipped = (
-        "SELECT free, max(n) AS n FROM (SELECT line - row_number() OVER (ORDER BY line) AS free, "
-        f"row_number() OVER (ORDER BY line) AS n FROM (SELECT DISTINCT line FROM {ident(rejects)})) GROUP BY free"
+    not_object = (
+        "SELECT rowid AS r, CASE WHEN coalesce(trim(line), '') = '' THEN 'blank_line' ELSE 'malformed_json' END "
+        f"AS reason, line AS text FROM {ident(lines)} WHERE j IS NULL OR json_type(j) <> 'OBJECT'"
     )
-    return (
-        f"SELECT l.r + 1 + coalesce(s.n, 0) AS __line, l.line FROM (SELECT rowid AS r, line FROM {ident(lines)}) l "
-        f"ASOF LEFT JOIN ({skipped}) s ON l.r >= s.free"
+    rows = con.execute(f"SELECT r FROM ({not_object}) ORDER BY r").fetchnumpy()["r"]
+    unread = con.execute(f"SELECT DISTINCT line FROM {ident(rejects)} ORDER BY line").fetchnumpy()["line"]
+    con.register("_jsonl_lines", pa.table({"r": rows, "line": skip_over(rows, unread, first=1)}))
+    per_line = (
+        f"SELECT line, CASE WHEN reason IN ('malformed_invalid_state', 'malformed_too_many_columns') "
+        f"THEN 'malformed_json' ELSE reason END AS reason, text FROM ({_reject_reasons(rejects)}) "
+        f"UNION ALL SELECT m.line, b.reason, b.text FROM ({not_object}) b JOIN _jsonl_lines m USING (r)"
     )
+    try:
+        return _rejects(con, per_line)
+    finally:
+        con.unregister("_jsonl_lines")
 
 
 def _json_pointer(key: str) -> str:
