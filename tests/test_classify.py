@@ -409,6 +409,44 @@ def test_predict_user_uses_the_full_history(tiny_bert: Path, events: classify.Ev
         classify.predict_user(clf, user_id, ["nothing"])
 
 
+@dataclasses.dataclass(frozen=True)
+class Later:
+    item_id: str
+    type: str | None
+    value: float | None
+
+
+@pytest.mark.parametrize(("user", "n_later"), [(2, 0), (2, 3), (2, 12), (None, 3)])
+def test_predict_user_reads_the_latest_events_and_marks_the_whole_history_seen(
+    tiny_bert: Path, events: classify.EventLog, monkeypatch: pytest.MonkeyPatch, user: int | None, n_later: int
+) -> None:
+    """The history text is that of the last `history` events of the dataset's and the later ones (unknown
+    items skipped); `seen` covers the whole history, also events older than the text shows."""
+    clf = classify.build_classifier(config(tiny_bert), events)
+    data = events.dataset
+    rows = np.arange(data.offsets[user], data.offsets[user + 1]) if user is not None else np.zeros(0, np.int64)
+    later = [Later(data.item_ids[1 + k % 5], "rating", float(1 + k % 5)) for k in range(n_later)]
+    later[1:1] = [Later("unknown", "view", None)] if later else []
+    known = [e for e in later if e.item_id in data.item_index]
+    history = [*data.items[rows].tolist(), *(data.item_index[e.item_id] for e in known)]
+    notes = [*clf.notes[rows].tolist(), *(classify._later_note(clf, e) for e in known)]
+    expected = clf.history_text(history[-4:][::-1], notes[-4:][::-1])
+    texts: list[str] = []
+    predict_texts = clf.predict_texts
+
+    def recorded(histories: list[str], *args):
+        texts.extend(histories)
+        return predict_texts(histories, *args)
+
+    monkeypatch.setattr(clf, "predict_texts", recorded)
+    candidates = list(data.item_ids[1:])  # every item (index 0 is padding)
+    user_id = data.user_ids[user] if user is not None else "stored-only"
+    predictions = classify.predict_user(clf, user_id, candidates, later)
+    assert set(texts) == {expected}
+    assert [p.seen for p in predictions] == [data.item_index[i] in history for i in candidates]
+    assert set(history[:-4]) - set(history[-4:]) or user is None  # some seen items are older than the text
+
+
 def test_intervals_hold_the_point_estimates() -> None:
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 300)

@@ -1121,21 +1121,34 @@ def predict_user(
         raise DataError(f"item {unknown[0]!r} is not in {data.path}.")
     items = np.asarray([data.item_index[i] for i in item_ids], dtype=np.int64)
     rows = np.arange(data.offsets[user], data.offsets[user + 1]) if user is not None else np.zeros(0, np.int64)
-    known = [e for e in later if e.item_id in data.item_index]
-    history = [*data.items[rows].tolist(), *(data.item_index[e.item_id] for e in known)]
-    notes = [*clf.notes[rows].tolist(), *(_later_note(clf, e) for e in known)]
-    recent = slice(max(len(history) - clf.config.history, 0), len(history))
-    text = clf.history_text(history[recent][::-1], notes[recent][::-1])
+    recent_rows, recent_later = _recent(clf, rows, later)
+    history = [*data.items[recent_rows].tolist(), *(data.item_index[e.item_id] for e in recent_later)]
+    notes = [*clf.notes[recent_rows].tolist(), *(_later_note(clf, e) for e in recent_later)]
+    text = clf.history_text(history[::-1], notes[::-1])
     users = np.full(len(items), -1 if user is None else user, dtype=np.int64)
     probs, truncated = clf.predict_texts(
         [text] * len(items), [clf.item_texts[i] for i in items.tolist()], users, items, _features(clf, user, items)
     )
     report_truncation(int(truncated.sum()), len(items), clf.config.max_length)
-    seen = set(history)
+    in_dataset = np.isin(items, data.items[rows]).tolist()
+    stored = {e.item_id for e in later}
     return [
-        Prediction(item_id, data.item_title(int(i)), float(p), int(i) in seen)
-        for item_id, i, p in zip(item_ids, items, probs, strict=True)
+        Prediction(item_id, data.item_title(int(i)), float(p), seen or item_id in stored)
+        for item_id, i, p, seen in zip(item_ids, items, probs, in_dataset, strict=True)
     ]
+
+
+def _recent(clf: Classifier, rows: np.ndarray, later: Sequence[LaterEvent]) -> tuple[np.ndarray, list[LaterEvent]]:
+    """The last `config.history` events of the user's dataset `rows` followed by the `later` events whose item
+    the dataset knows, oldest first. Read from the end, so that a long history costs nothing per request."""
+    length = clf.config.history
+    known: list[LaterEvent] = []
+    for event in reversed(later):
+        if len(known) == length:
+            break
+        if event.item_id in clf.dataset.item_index:
+            known.append(event)
+    return rows[max(len(rows) - (length - len(known)), 0) :], known[::-1]
 
 
 def _features(clf: Classifier, user: int | None, items: np.ndarray) -> np.ndarray:
