@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import random
@@ -349,6 +350,21 @@ def test_a_run_being_trained_is_locked_and_a_failed_one_leaves_no_folder(
     with pytest.raises(RuntimeError):
         classify.train_run(rated.path, tmp_path / "fresh", cfg)
     assert not (tmp_path / "fresh").exists()
+
+
+def test_a_crash_before_the_metrics_leaves_no_finished_run(
+    tiny_bert: Path, rated: PreparedDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lmrec.registry.run import RunDir
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(RunDir, "write_metrics", crash)
+    with pytest.raises(OSError, match="disk full"):
+        classify.train_run(rated.path, tmp_path / "run", config(tiny_bert, epochs=1, max_test_examples=10))
+    info = tmp_path / "run" / "run.json"
+    assert not info.is_file() or json.loads(info.read_text())["state"] != "finished"
 
 
 # -- prediction, re-ranking, intervals -----------------------------------------------------------------

@@ -945,8 +945,8 @@ def train_run(
             "lmrec_version": __version__,
             "state": "finished",
         }
-        atomic_write_json(run.info_file, info)
         run.write_metrics({"model": MODEL_NAME, "dataset": dataset.name, **metrics})
+        atomic_write_json(run.info_file, info)  # last: a run that reads as finished has its metrics
     return run.metrics()
 
 
