@@ -301,16 +301,11 @@ def attach_item_text(model: SequentialRecommender, dataset: PreparedDataset, pro
 
 def item_text_table(model: SequentialRecommender, dataset: PreparedDataset, progress: bool = False):
     """The catalogue's item text embeddings with the model's encoder settings, and their summary."""
-    from lmrec.text.items import encode_items
+    from lmrec.text.items import encode_items, encoder_options
 
     params = model.config
-    table, summary = encode_items(
-        dataset.item_text,
-        list(dataset.item_ids),
-        model=getattr(params, "encoder", None),
-        max_length=getattr(params, "text_max_length", 64),
-        progress=progress,
-    )
+    options = encoder_options(params)
+    table, summary = encode_items(dataset.item_text, list(dataset.item_ids), progress=progress, **options)
     if table.shape[1] != getattr(params, "text_dim", table.shape[1]):
         raise ConfigError(
             f"the encoder gives {table.shape[1]}-dimensional vectors but model.text_dim is {params.text_dim}; "

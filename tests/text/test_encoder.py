@@ -93,9 +93,9 @@ def test_folder_without_config_or_weights(tmp_path: Path) -> None:
         TextEncoder(folder)
 
 
-def test_decoder_only_model_is_not_an_encoder(tmp_path: Path) -> None:
+def test_folder_without_a_tokenizer(tmp_path: Path) -> None:
     GPT2Model(GPT2Config(vocab_size=20, n_embd=16, n_layer=1, n_head=2, n_positions=32)).save_pretrained(tmp_path)
-    with pytest.raises(ConfigError, match="'gpt2' model, which is not a text encoder"):
+    with pytest.raises(ConfigError, match="turns text into no tokens"):
         TextEncoder(tmp_path)
 
 

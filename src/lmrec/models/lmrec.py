@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from lmrec.models.base import Batch, register
 from lmrec.models.sasrec import SASRec, SASRecConfig
+from lmrec.text.pooling import DEFAULT_POOLING, DEFAULT_PROMPT, Pooling
 
 
 class LMRecConfig(SASRecConfig):
@@ -30,8 +31,17 @@ class LMRecConfig(SASRecConfig):
     id_dropout: float = Field(
         0.0, ge=0, lt=1, description="share of items trained without their ID embedding in each step (cold start)"
     )
-    encoder: str | None = Field(None, description="local Hugging Face encoder folder; default all-MiniLM-L6-v2")
-    text_max_length: int = Field(64, ge=8, description="token limit per item text")
+    encoder: str | None = Field(
+        None,
+        description="text encoder: a local Hugging Face encoder or decoder-LLM folder, a GGUF file, or smollm2-135m; "
+        "default all-MiniLM-L6-v2",
+    )
+    text_max_length: int = Field(64, ge=8, description="token limit per item text (a prompt's tokens included)")
+    text_pooling: Pooling = Field(
+        DEFAULT_POOLING,
+        description="token states → item vector: the masked mean, a decoder's last token, or a prompt's last token",
+    )
+    text_prompt: str = Field(DEFAULT_PROMPT, description="the prompt of text_pooling=prompt; {text} is the item text")
 
 
 class MoEAdapter(nn.Module):

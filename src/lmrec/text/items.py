@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from lmrec.text.cache import encode_cached
-from lmrec.text.encoder import TextEncoder
+from lmrec.text.encoder import DEFAULT_MAX_LENGTH, TextEncoder, load_config, model_kind
 from lmrec.text.onnx import OnnxTextEncoder, onnx_available
+from lmrec.text.pooling import DEFAULT_POOLING, DEFAULT_PROMPT
+from lmrec.text.sources import is_gguf, resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +49,43 @@ def item_texts(texts: list[str | None], ids: list[str]) -> ItemTexts:
     return ItemTexts(filled, missing)
 
 
+def onnx_pays(model: str | Path | None) -> bool:
+    """Whether to encode with ONNX Runtime: when it is installed and the model is a bidirectional encoder folder.
+
+    On this kind of CPU it encodes all-MiniLM-L6-v2 about 2x faster than torch at equal output, but not
+    SmolLM2-135M (bench/encode.py), so decoder LLMs and GGUF files run on torch.
+    """
+    if not onnx_available():
+        return False
+    path = resolve_model_path(model)
+    return not is_gguf(path) and model_kind(load_config(path), path) == "encoder"
+
+
+def encoder_options(params: Any) -> dict[str, Any]:
+    """The `encode_items` settings held by a model config (`encoder`, `text_max_length`, `text_pooling`,
+    `text_prompt`), with the defaults for those it lacks, so every caller encodes a model's items alike."""
+    return {
+        "model": getattr(params, "encoder", None),
+        "max_length": getattr(params, "text_max_length", DEFAULT_MAX_LENGTH),
+        "pooling": getattr(params, "text_pooling", DEFAULT_POOLING),
+        "prompt": getattr(params, "text_prompt", DEFAULT_PROMPT),
+    }
+
+
 def encode_items(
     texts: list[str | None],
     ids: list[str],
     model: str | Path | None = None,
-    max_length: int = 64,
+    max_length: int = DEFAULT_MAX_LENGTH,
     cache_dir: Path | None = None,
     progress: bool = False,
+    pooling: str = DEFAULT_POOLING,
+    prompt: str = DEFAULT_PROMPT,
 ) -> tuple[torch.Tensor, dict]:
     """Embeddings `[n_items + 1, dim]` of a catalogue (row 0 zero) and a summary for the run record."""
     items = item_texts(texts, ids)
-    # ONNX Runtime encodes about 2x faster than torch on this kind of CPU at equal output (bench/encode.py).
-    encoder = (OnnxTextEncoder if onnx_available() else TextEncoder)(model, max_length=max_length)
+    backend = OnnxTextEncoder if onnx_pays(model) else TextEncoder
+    encoder = backend(model, max_length=max_length, pooling=pooling, prompt=prompt)
     vectors = encode_cached(encoder, items.texts[1:], cache_dir=cache_dir, progress=progress)
     table = np.zeros((len(items.texts), encoder.dim), dtype=np.float32)
     table[1:] = vectors
@@ -68,6 +96,8 @@ def encode_items(
         "model_id": encoder.model_id,
         "dim": encoder.dim,
         "max_length": encoder.max_length,
+        "pooling": encoder.pooling,
+        **({"prompt": encoder.prompt} if encoder.pooling == "prompt" else {}),
         "missing_text": items.missing,
         "truncated": stats.truncated if stats else 0,
     }

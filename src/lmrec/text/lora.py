@@ -20,20 +20,25 @@ from lmrec.text.encoder import (
     load_config,
     load_model,
     load_tokenizer,
-    mean_pool,
     report_truncation,
     resolve_model_path,
     token_lengths,
 )
+from lmrec.text.pooling import mean_pool
 
 Mode = Literal["frozen", "lora", "full"]
 MODES = ("frozen", "lora", "full")
 
 # Attention query/value projections by model type; BERT, RoBERTa, MiniLM and most others call them query/value.
+# Decoder LLMs of the Llama family call them q_proj/v_proj; GPT-2 projects query, key and value in one c_attn.
 LORA_TARGETS = {
     "distilbert": ("q_lin", "v_lin"),
     "mpnet": ("q", "v"),
     "deberta-v2": ("query_proj", "value_proj"),
+    "llama": ("q_proj", "v_proj"),
+    "mistral": ("q_proj", "v_proj"),
+    "qwen2": ("q_proj", "v_proj"),
+    "gpt2": ("c_attn",),
 }
 DEFAULT_LORA_TARGETS = ("query", "value")
 

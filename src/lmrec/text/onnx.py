@@ -1,7 +1,8 @@
-"""Optional ONNX Runtime backend: the same vectors as `TextEncoder` (max abs diff ~2e-7), about 2x faster on CPU.
+"""Optional ONNX Runtime backend: the same vectors as `TextEncoder` (max abs diff ~2e-7), about 2x faster on CPU
+for all-MiniLM-L6-v2 (bench/encode.py).
 
-Needs `onnxruntime` and `onnxscript` (torch's exporter). The model, mean pooling included, is exported once
-per model (a few seconds) to `$LMREC_CACHE_DIR/onnx/` and reused from there.
+Needs `onnxruntime` and `onnxscript` (torch's exporter). The model, its pooling included, is exported once
+per model and pooling (a few seconds) to `$LMREC_CACHE_DIR/onnx/` and reused from there.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from torch import nn
 from lmrec.atomic import atomic_write
 from lmrec.errors import ConfigError
 from lmrec.text.cache import cache_root
-from lmrec.text.encoder import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, TextEncoder, mean_pool
+from lmrec.text.encoder import DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH, TextEncoder
+from lmrec.text.pooling import DEFAULT_POOLING, DEFAULT_PROMPT, pool
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +33,17 @@ def onnx_available() -> bool:
 
 
 class PooledEncoder(nn.Module):
-    """The encoder plus mean pooling, taking the tokenizer's tensors positionally (the exported graph)."""
+    """The model plus its pooling, taking the tokenizer's tensors positionally (the exported graph)."""
 
-    def __init__(self, model: nn.Module, input_names: list[str]) -> None:
+    def __init__(self, model: nn.Module, input_names: list[str], pooling: str) -> None:
         super().__init__()
         self.model = model
         self.input_names = input_names
+        self.pooling = pooling
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         batch = dict(zip(self.input_names, inputs, strict=True))
-        return mean_pool(self.model(**batch).last_hidden_state, batch["attention_mask"])
+        return pool(self.model(**batch).last_hidden_state, batch["attention_mask"], self.pooling)
 
 
 class OnnxTextEncoder(TextEncoder):
@@ -52,20 +55,25 @@ class OnnxTextEncoder(TextEncoder):
         max_length: int = DEFAULT_MAX_LENGTH,
         batch_size: int = DEFAULT_BATCH_SIZE,
         threads: int | None = None,
+        pooling: str = DEFAULT_POOLING,
+        prompt: str = DEFAULT_PROMPT,
         onnx_dir: str | Path | None = None,
     ) -> None:
         if not onnx_available():
             raise ConfigError(
                 "the ONNX text encoder needs onnxruntime and onnxscript: pip install onnxruntime onnxscript"
             )
-        super().__init__(model, max_length=max_length, batch_size=batch_size, threads=threads)
+        super().__init__(
+            model, max_length=max_length, batch_size=batch_size, threads=threads, pooling=pooling, prompt=prompt
+        )
         self.onnx_dir = Path(onnx_dir) if onnx_dir is not None else cache_root() / "onnx"
         self._session = None
 
     @property
     def onnx_path(self) -> Path:
-        """Where this model's exported graph lives."""
-        return self.onnx_dir / f"{self.model_id[:32]}.onnx"
+        """Where this model's exported graph lives (one per pooling of the token states: mean, or last token)."""
+        read = "" if self.pooling == "mean" else "-last"
+        return self.onnx_dir / f"{self.model_id[:32]}{read}.onnx"
 
     @property
     def session(self):
@@ -89,7 +97,7 @@ class OnnxTextEncoder(TextEncoder):
         return self._session
 
     def export(self) -> None:
-        """Export encoder + pooling with dynamic batch and sequence axes, written atomically."""
+        """Export model + pooling with dynamic batch and sequence axes, written atomically."""
         names = list(self.tokenizer.model_input_names)
         example = self.tokenizer(["an example", "a longer example text"], padding=True, return_tensors="pt")
         batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
@@ -98,7 +106,7 @@ class OnnxTextEncoder(TextEncoder):
             warnings.simplefilter("ignore")
             try:
                 program = torch.onnx.export(
-                    PooledEncoder(self.model, names).eval(),
+                    PooledEncoder(self.model, names, self.pooling).eval(),
                     tuple(example[name] for name in names),
                     input_names=names,
                     output_names=["sentence_embedding"],
@@ -116,7 +124,7 @@ class OnnxTextEncoder(TextEncoder):
 
     def _encode_batch(self, texts: list[str]) -> torch.Tensor:
         """One ONNX Runtime run over a batch of texts."""
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
+        batch = self.tokenize(texts, tensors="np")
         feeds = {name: batch[name].astype(np.int64) for name in self.tokenizer.model_input_names}
         return torch.from_numpy(self.session.run(None, feeds)[0])
 
