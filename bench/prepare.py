@@ -5,7 +5,9 @@ Generates the log with `lmrec.data.synth` (or reuses one made with the same para
 process, and measures each child's wall time and peak RSS (`os.wait4` returns the resource usage of
 that one child, unlike RUSAGE_CHILDREN, which is a maximum over every child so far). Prints a table,
 checks the medians against the bars (<= 60 s wall, <= 4 GiB peak RSS) and writes
-bench/results/prepare.json. Not a test: run it by hand.
+bench/results/prepare.json, with the environment that sets DuckDB's threads and memory (`LMREC_THREADS`,
+default every core; `LMREC_DUCKDB_MEMORY`) and the load average before each run, since the machine may be
+shared. Not a test: run it by hand.
 
     python bench/prepare.py                                               # the full benchmark
     python bench/prepare.py --events 1000000 --users 10000 --items 5000   # a quick trial
@@ -94,6 +96,11 @@ def run_once(command: list[str], output_log: Path) -> dict:
     return {"wall_s": wall, "peak_rss_bytes": usage.ru_maxrss * rss_unit, "exit_code": child.returncode}
 
 
+def load_average() -> float:
+    """The machine's 1-minute load average (other jobs slow a run down on a shared machine)."""
+    return round(os.getloadavg()[0], 2)
+
+
 def tail(path: Path, lines: int = 15) -> str:
     """The last lines of a child's output, to show why a run failed."""
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -142,9 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for i in range(1, args.runs + 1):
         output_log = args.work / f"prepare-run{i}.log"
-        run = run_once(command, output_log)
+        load = load_average()
+        run = {**run_once(command, output_log), "load_1m_before": load}
         runs.append(run)
-        console.print(f"run {i}: {run['wall_s']:.1f} s, {run['peak_rss_bytes'] / GIB:.2f} GiB, exit {run['exit_code']}")
+        console.print(
+            f"run {i}: {run['wall_s']:.1f} s, {run['peak_rss_bytes'] / GIB:.2f} GiB, exit {run['exit_code']} "
+            f"(load before {load})"
+        )
         if run["exit_code"] != 0:
             console.print(f"[red]run {i} failed[/]; the end of {output_log}:\n{tail(output_log)}", highlight=False)
             break
@@ -169,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "bars": {"wall_s": WALL_BAR_S, "peak_rss_bytes": RSS_BAR_BYTES},
         "passed": passed,
         "manifest": json.loads(manifest_path.read_text()) if succeeded and manifest_path.is_file() else None,
+        "env": {name: os.environ.get(name) for name in ("LMREC_THREADS", "LMREC_DUCKDB_MEMORY", "OMP_WAIT_POLICY")},
         "host": {
             "platform": platform.platform(),
             "python": platform.python_version(),
