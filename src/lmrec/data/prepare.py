@@ -36,6 +36,7 @@ from lmrec.data.registry import sha256_file
 from lmrec.data.splits import SplitSpec, build_index, split_and_write
 from lmrec.data.sql import display_url, is_url, load_sql
 from lmrec.errors import ConfigError, DataError
+from lmrec.runtime import deferred_interrupts
 
 log = logging.getLogger(__name__)
 
@@ -395,14 +396,17 @@ def _write_manifest(path: Path, manifest: dict) -> None:
 
 
 def _publish(stage: Path, out: Path) -> None:
-    """Move the finished staging folder to `out`, replacing what was there (already checked as allowed)."""
+    """Move the finished staging folder to `out`, replacing what was there (already checked as allowed).
+
+    A signal between the two renames is held until both are done, so `out` is never left missing."""
     shutil.rmtree(stage / "_spill", ignore_errors=True)
     old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:12]}"
-        out.rename(old)
-    stage.rename(out)
-    _fsync_dir(out.parent)
+    with deferred_interrupts():
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:12]}"
+            out.rename(old)
+        stage.rename(out)
+        _fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
