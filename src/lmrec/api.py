@@ -77,7 +77,8 @@ def train(
         with deferred_interrupts():  # an old run being replaced is removed whole or not at all
             run.create(overwrite=overwrite, resume=resume)
         try:
-            _start_run(run, config, changes, trainer.state.epoch, _run_info(data, dataset, config, init), resume)
+            info = _run_info(data, dataset, config, init, text_summary)
+            _start_run(run, config, changes, trainer.state.epoch, info, resume)
             state = trainer.fit()
             metrics = _final_metrics(run, dataset, config, state)
             if text_summary:
@@ -148,14 +149,17 @@ def _as_overrides(config: RunConfig) -> list[str]:
     ] + [f"seed={config.seed}"]
 
 
-def _run_info(data: str | Path, dataset: PreparedDataset, config: RunConfig, init: str | Path | None) -> dict[str, Any]:
-    """What run.json records about a new run: its dataset, model and starting checkpoint."""
+def _run_info(
+    data: str | Path, dataset: PreparedDataset, config: RunConfig, init: str | Path | None, text: dict[str, Any]
+) -> dict[str, Any]:
+    """What run.json records about a new run: its dataset, model, text encoder and starting checkpoint."""
     info = {
         "dataset": str(Path(data).resolve()),
         "dataset_name": dataset.name,
         "fingerprint": dataset.fingerprint,
         "model": config.model_name,
         "n_items": dataset.n_items,
+        **({"item_text": {key: text[key] for key in ("encoder", "model_id")}} if text else {}),
     }
     return {**info, "init": str(Path(init).resolve())} if init is not None else info
 
@@ -232,7 +236,7 @@ def transfer_weights(model: SequentialRecommender, pretrained: dict[str, Any]) -
         raise RunError(
             f"the checkpoint holds a {pretrained['model']} model, not {model.name}; use --model {pretrained['model']}."
         )
-    skip = set(getattr(model, "catalogue_keys", tuple)())
+    skip = set(model.catalogue_keys())
     own = model.state_dict()
     keep = {k: v for k, v in pretrained["state_dict"].items() if k in own and k not in skip and own[k].shape == v.shape}
     if not keep:
@@ -262,7 +266,8 @@ def pretrain(
     configure_threads(config.train.threads)
     seed_everything(config.seed)
     model_ = build_model("lmrec", datasets[0].n_items, config.model_params)
-    sources = [(dataset, item_text_table(model_, dataset, progress)[0]) for dataset in datasets]
+    tables = [item_text_table(model_, dataset, progress) for dataset in datasets]
+    sources = [(dataset, table) for dataset, (table, _) in zip(datasets, tables, strict=True)]
     trainer = Pretrainer(model_, sources, config, contrastive_weight=contrastive_weight, progress=progress)
     scores = trainer.fit()  # nothing is written before this returns: an interrupted pre-training leaves no folder
     names = [d.name for d in datasets]
@@ -275,7 +280,13 @@ def pretrain(
         "history": trainer.history,
     }
     state = {k: v for k, v in model_.state_dict().items() if k not in model_.catalogue_keys()}
-    info = {"model": "lmrec", "pretrained_on": names, "datasets": [str(Path(d).resolve()) for d in data]}
+    encoder = {key: tables[0][1][key] for key in ("encoder", "model_id")}
+    info = {
+        "model": "lmrec",
+        "pretrained_on": names,
+        "datasets": [str(Path(d).resolve()) for d in data],
+        "item_text": encoder,
+    }
     checkpoint = {"model": "lmrec", "params": config.model_params, "state_dict": state, "pretrained_on": names}
     with run.lock(), deferred_interrupts():  # a few small writes: all of them, or (on an error) none
         run.create(overwrite=overwrite, resume=False)
@@ -390,6 +401,21 @@ def classifier_histories(classifier, dataset: PreparedDataset, users: np.ndarray
     return np.where(rows >= 0, dataset.items[np.clip(rows, 0, None)], 0), rows
 
 
+def _zero_shot_model(run: RunDir, dataset: PreparedDataset, info: dict[str, Any]) -> SequentialRecommender:
+    """An inductive run's model on another catalogue: its items encoded by the same text encoder."""
+    model = run.load_model_for(dataset.n_items)
+    summary = attach_item_text(model, dataset)
+    trained_with = info.get("item_text", {}).get("model_id")
+    if trained_with and summary["model_id"] != trained_with:
+        raise RunError(
+            f"run {run.path} was trained on texts encoded by another text encoder (model id {trained_with[:12]}) than "
+            f"{summary['encoder']} (model id {summary['model_id'][:12]}); its vectors would not mean the same. Point "
+            "--set model.encoder at the encoder it was trained with."
+        )
+    log.info("scoring %s zero-shot with the inductive model of %s", dataset.path, run.path)
+    return model
+
+
 @dataclass
 class Recommendation:
     """One recommended item: original id, score, title, and (optionally) the past events that drove it."""
@@ -412,10 +438,14 @@ class Recommender:
 
     @classmethod
     def load(cls, path: str | Path, data: str | Path | None = None) -> Recommender:
-        """Load a run and the dataset it was trained on (or `data`, which must be the same preparation)."""
+        """Load a run and the dataset it was trained on, or `data`: the same preparation, or for an inductive
+        (text-only) model any prepared dataset with item text, which it scores zero-shot."""
         configure_threads()
         run = RunDir(path)
         info = run.info()
+        if data is None and "dataset" not in info:
+            raise RunError(f"run {run.path} was pre-trained on {info.get('pretrained_on')}; give the dataset to score "
+                           "with --data.")  # fmt: skip
         dataset_path = Path(data) if data is not None else Path(info["dataset"])
         if not dataset_path.exists():
             raise DataError(
@@ -425,7 +455,11 @@ class Recommender:
         note = run.unfinished_note()
         if note:
             log.warning("%s.", note)
-        return cls(run, dataset, run.load_model(dataset.fingerprint), run.config())
+        if info.get("fingerprint") == dataset.fingerprint:
+            model = run.load_model(dataset.fingerprint)
+        else:
+            model = _zero_shot_model(run, dataset, info)
+        return cls(run, dataset, model, run.config())
 
     def history(self, user_id: str) -> np.ndarray:
         """The whole known sequence of a user (all splits), as item indices."""

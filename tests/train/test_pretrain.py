@@ -56,3 +56,34 @@ def test_init_from_another_model_is_refused(make_prepared, tmp_path: Path) -> No
         api.train(data, tmp_path / "x", model="lmrec", init=tmp_path / "pop", overrides=FAST)
     with pytest.raises(RunError, match="no checkpoint"):
         api.train(data, tmp_path / "y", model="lmrec", init=tmp_path / "nothing")
+
+
+def test_an_inductive_model_scores_another_catalogue_zero_shot(make_prepared, tmp_path: Path, run_cli) -> None:
+    source = _catalogue(make_prepared, tmp_path / "a", 20, 0)
+    target = _catalogue(make_prepared, tmp_path / "b", 25, 1)
+    api.pretrain([source], tmp_path / "pre", overrides=[*FAST, "train.epochs=1"])
+    result = api.evaluate(tmp_path / "pre", data=target, ks=[10])
+    assert len(result) == 40 and 0 <= result.metrics["ndcg@10"] <= 1
+    recommender = api.Recommender.load(tmp_path / "pre", data=target)
+    assert recommender.model.n_items == 25 and len(recommender.recommend("u0", k=5)) == 5
+    code, out, err = run_cli(["evaluate", str(tmp_path / "pre"), "--data", str(target), "--k", "10"])
+    assert code == 0 and "ndcg@10" in out, err
+    code, _, err = run_cli(["evaluate", str(tmp_path / "pre")])
+    assert code == 1 and "give the dataset to score with --data" in err
+    # a model with learned item IDs does not transfer
+    api.train(source, tmp_path / "ids", model="lmrec", overrides=[*FAST, "train.epochs=1"])
+    with pytest.raises(RunError, match="learned item IDs"):
+        api.Recommender.load(tmp_path / "ids", data=target)
+
+
+def test_zero_shot_refuses_another_text_encoder(make_prepared, tmp_path: Path) -> None:
+    import json
+
+    source = _catalogue(make_prepared, tmp_path / "a", 20, 0)
+    target = _catalogue(make_prepared, tmp_path / "b", 25, 1)
+    api.pretrain([source], tmp_path / "pre", overrides=[*FAST, "train.epochs=1"])
+    info_file = tmp_path / "pre" / "run.json"
+    info = json.loads(info_file.read_text())
+    info_file.write_text(json.dumps({**info, "item_text": {**info["item_text"], "model_id": "0" * 64}}))
+    with pytest.raises(RunError, match="another text encoder"):
+        api.Recommender.load(tmp_path / "pre", data=target)

@@ -139,6 +139,17 @@ class SequentialRecommender(nn.Module):
     def fit_statistics(self, sequences: list[Tensor]) -> None:
         """Hook for statistics computed once from the training sequences before any epoch (e.g. counts)."""
 
+    @property
+    def inductive(self) -> bool:
+        """Whether the model holds nothing specific to its catalogue but `catalogue_keys`, so that it can
+        score any catalogue whose items have text (an lmrec model without ID embeddings)."""
+        return False
+
+    @staticmethod
+    def catalogue_keys() -> tuple[str, ...]:
+        """State-dict entries that belong to one catalogue and never transfer to another."""
+        return ()
+
     def set_item_text(self, embeddings: Tensor) -> None:
         """Install item text embeddings `[n_items + 1, dim]`; only models with `uses_item_text` take them."""
         raise TypeError(f"{type(self).__name__} does not use item text")

@@ -114,6 +114,11 @@ class LMRec(SASRec):
         """State-dict entries that belong to one catalogue and never transfer to another."""
         return ("text_emb", "has_id", "item_emb.weight")
 
+    @property
+    def inductive(self) -> bool:
+        """Without ID embeddings the model reads items from their text alone: any catalogue will do."""
+        return not self.cfg.use_id
+
     def item_table(self) -> Tensor:
         """Representation of every item: `[n_items + 1, hidden]`, row 0 zero.
 

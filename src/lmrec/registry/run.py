@@ -182,14 +182,36 @@ class RunDir:
             )
         state = self.load_checkpoint(self.model_file)
         model = build_model(state["model"], int(state["n_items"]), state["params"])
+        self._load_weights(model, state["state_dict"], strict=True)
+        return model
+
+    def load_model_for(self, n_items: int) -> SequentialRecommender:
+        """The run's model on another catalogue of `n_items` items: only an inductive model transfers, its
+        catalogue entries left for the caller to fill (`set_item_text`)."""
+        state = self.load_checkpoint(self.model_file)
+        model = build_model(state["model"], n_items, state["params"])
+        if not model.inductive:
+            raise RunError(
+                f"run {self.path} holds a {state['model']} model with learned item IDs, which belong to the catalogue "
+                "it was trained on; only an inductive lmrec model (lmrec pretrain, or --inductive) scores another one."
+            )
+        skip = set(model.catalogue_keys())
+        self._load_weights(model, {k: v for k, v in state["state_dict"].items() if k not in skip}, strict=False)
+        return model
+
+    def _load_weights(self, model: SequentialRecommender, weights: dict[str, Any], strict: bool) -> None:
+        """Load `weights` (every one but the catalogue's when not `strict`), refusing a checkpoint that does not fit."""
         try:
-            model.load_state_dict(state["state_dict"])
+            missing, unexpected = model.load_state_dict(weights, strict=strict)
         except RuntimeError as exc:
             raise RunError(
-                f"checkpoint {self.model_file} does not fit model {state['model']}: {str(exc).splitlines()[0]}"
+                f"checkpoint {self.model_file} does not fit model {model.name}: {str(exc).splitlines()[0]}"
             ) from None
+        missing = [key for key in missing if key not in model.catalogue_keys()]
+        if missing or unexpected:
+            raise RunError(f"checkpoint {self.model_file} does not fit model {model.name} (missing {missing[:3]}, "
+                           f"unexpected {unexpected[:3]}).")  # fmt: skip
         model.eval()
-        return model
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         """Atomically write metrics.json."""
