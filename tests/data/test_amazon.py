@@ -93,6 +93,7 @@ def test_2018_folder_is_detected_and_prepared(tmp_path: Path) -> None:
         "template": "{title} | {brand} | {category}",
         "missing": 1,
         "columns": ["title", "brand", "category"],
+        "chars": {"min": 11, "p25": 11, "median": 11, "p75": 29, "p90": 29, "max": 29, "mean": 20.0},
     }
     assert dict(zip(ds.item_ids[1:], ds.item_text[1:], strict=True)) == {
         "A": "Shampoo | Acme | Beauty, Hair",

@@ -18,11 +18,15 @@ def test_ml100k_counts(data_root: Path, tmp_path: Path) -> None:
     ds = prepare(data_root / "ml-100k", tmp_path / "all")
     assert (ds.n_users, ds.n_items, len(ds.items)) == (943, 1682, 100_000)
     assert ds.manifest["name"] == "ml-100k" and ds.manifest["dropped"] == {}
+    lengths = [len(text) for text in ds.item_text[1:]]
     assert ds.manifest["text"] == {
         "template": "{movie_title} ({release_year}) | {class}",
         "missing": 0,
         "columns": ["movie_title", "release_year", "class"],
+        "chars": ds.manifest["text"]["chars"],
     }
+    chars = ds.manifest["text"]["chars"]
+    assert (chars["min"], chars["max"], chars["mean"]) == (min(lengths), max(lengths), round(sum(lengths) / 1682, 1))
     assert ds.item_text[1] == "Toy Story (1995) | Animation Children's Comedy"
     assert ds.manifest["sequence_length"]["min"] == 20 and ds.manifest["sequence_length"]["max"] == 737
     core = prepare(data_root / "ml-100k", tmp_path / "core", min_user_interactions=5, min_item_interactions=5)
@@ -104,7 +108,9 @@ def test_options_are_validated_in_one_sentence(write, tmp_path: Path) -> None:
     path = write("e.csv", "user,item,ts\nu,a,1\n")
     with pytest.raises(ConfigError, match="unknown option --min-rating"):
         prepare(path, tmp_path / "a", min_rating=4)
-    with pytest.raises(ConfigError, match="invalid --split: Input should be 'loo', 'temporal' or 'cold-items'"):
+    with pytest.raises(
+        ConfigError, match="invalid --split: Input should be 'loo', 'temporal', 'cold-items' or 'given'"
+    ):
         prepare(path, tmp_path / "b", split="random")
     with pytest.raises(ConfigError, match="invalid --min-user-interactions"):
         prepare(path, tmp_path / "c", min_user_interactions=-1)

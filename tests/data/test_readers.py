@@ -109,7 +109,13 @@ def test_movielens_100k_layout(write, tmp_path: Path) -> None:
     assert ds.manifest["source"]["format"] == "movielens"
     assert ds.item_text[1:] == ["Misérables, Les (1995) | Drama", "Toy Story (1995) | "]
     assert "genres" in ds.item_table.column_names and "Drama" not in ds.item_table.column_names
-    assert ds.manifest["text"] == {"template": "{title} | {genres}", "missing": 0, "columns": ["title", "genres"]}
+    text = ds.manifest["text"]
+    assert {key: text[key] for key in ("template", "missing", "columns")} == {
+        "template": "{title} | {genres}",
+        "missing": 0,
+        "columns": ["title", "genres"],
+    }
+    assert (text["chars"]["min"], text["chars"]["max"], text["chars"]["mean"]) == (19, 30, 24.5)
     assert ds.manifest["columns"]["value"] == "rating"
 
 

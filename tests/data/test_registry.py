@@ -436,7 +436,12 @@ def test_catalogue_is_well_formed() -> None:
         assert entry.files and all(remote.url.startswith("https://") for remote in entry.files)
         assert all(r.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", r.sha256) for r in entry.files)
     assert get_entry("amazon-2018-All_Beauty").name == "amazon-2018-all-beauty"
-    assert {e.format for e in CATALOGUE.values()} == {"movielens", "amazon-2018", "amazon-2023"}
+    formats = {"movielens", "amazon-2018", "amazon-2023", "recbole-benchmark"}
+    assert {e.format for e in CATALOGUE.values()} == formats
+    expected = {
+        "movielens": ["archive"],
+        "recbole-benchmark": ["examples", "examples", "examples", "items", "sequences"],
+    }
     for entry in CATALOGUE.values():
         roles = sorted(remote.role for remote in entry.files)
-        assert roles == (["archive"] if entry.format == "movielens" else ["interactions", "items"])
+        assert roles == expected.get(entry.format, ["interactions", "items"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,7 +28,8 @@ class _PrepareCommand(TyperCommand):
         from lmrec.data.registry import list_datasets
 
         names = ", ".join(entry.name for entry in list_datasets())
-        self.epilog = f"Registered datasets (SOURCE names): {names}."
+        lines = textwrap.wrap(f"Registered datasets (SOURCE names): {names}.", 76, break_on_hyphens=False)
+        self.epilog = "\b\n" + "\n".join(lines)  # \b: click keeps these lines, never cutting a name at a hyphen
         super().format_help(ctx, formatter)
 
 
@@ -64,7 +66,10 @@ def prepare_command(
     min_item_interactions: Annotated[int, typer.Option(help="Iterated k-core: events per item.")] = 0,
     keep_repeats: Annotated[bool, typer.Option(help="Keep exact duplicate events (repeat consumption).")] = False,
     tie_break: Annotated[str, typer.Option(help="Order of events at the same time: row or item.")] = "row",
-    split: Annotated[str, typer.Option(help="loo, temporal or cold-items.")] = "loo",
+    split: Annotated[
+        str | None,
+        typer.Option(help="loo, temporal, cold-items or given (default: given for RecBole benchmark files, else loo)."),
+    ] = None,
     cutoff: Annotated[
         str | None, typer.Option(help="Test cutoff: epoch seconds, ISO date, or fraction 0<x<1 (default 0.9).")
     ] = None,
@@ -90,7 +95,7 @@ def prepare_command(
         "user_col": user_col, "item_col": item_col, "time_col": time_col, "type_col": type_col,
         "value_col": value_col, "items": items, "items_id_col": items_id_col, "text_template": text_template,
         "text_columns": text_columns, "event_types": event_types, "min_value": min_value, "cutoff": cutoff,
-        "valid_cutoff": valid_cutoff, "targets": targets, "name": name,
+        "valid_cutoff": valid_cutoff, "targets": targets, "name": name, "split": split,
     }  # fmt: skip
     options = {key: value for key, value in given.items() if value is not None}
     options.update(
@@ -98,7 +103,6 @@ def prepare_command(
         min_item_interactions=min_item_interactions,
         keep_repeats=keep_repeats,
         tie_break=tie_break,
-        split=split,
         strict=strict,
     )
     logging.getLogger("lmrec").setLevel(logging.INFO)
@@ -165,6 +169,10 @@ def summary(manifest: dict, path: Path) -> Group:
     text = manifest.get("text", {})
     table.add_row("text template", Text(str(text.get("template"))))
     table.add_row("items without text", _format(text.get("missing", 0)))
+    chars = text.get("chars")
+    if chars:
+        keys = " / ".join(_SEQUENCE_KEYS)
+        table.add_row(f"text characters {keys}", " / ".join(_format(chars.get(k)) for k in _SEQUENCE_KEYS))
     parts: list = [table]
     examples = manifest.get("examples", [])
     if examples:
@@ -173,7 +181,8 @@ def summary(manifest: dict, path: Path) -> Group:
             bad.add_column(column)
         for example in examples:
             content = example.get("text") or ", ".join(f"{k}={v}" for k, v in example.get("values", {}).items())
-            bad.add_row(str(example["line"]), example["reason"].replace("_", " "), Text(content))
+            where = f"{Path(example['file']).name}:{example['line']}" if "file" in example else str(example["line"])
+            bad.add_row(where, example["reason"].replace("_", " "), Text(content))
         parts.append(bad)
     return Group(*parts)
 

@@ -12,9 +12,14 @@ Layout of a prepared directory (written by `lmrec.data.prepare`, read here):
 - `items.parquet`: `item_idx` (1..items), `item_id` (original id as a string), `text` (the rendered
   item text, null when none), `cold` (bool: first seen after the cutoff of a cold-items split), and the
   side columns of the items table as strings.
+- `examples.parquet` (given splits only, `split.method == "given"`): the valid and test examples as listed
+  by their source, in file order: `user_idx` (int32), `history` (list of int32 item indices, oldest
+  first), `item_idx` (int32, the target), `split` (int8: 1 valid, 2 test), `line` (int64, the file line).
 
 Within each user the split codes never decrease, so a user's training events are always a prefix of
-their sequence, and every evaluation target's history is simply the events before it.
+their sequence, and every evaluation target's history is simply the events before it. A given split
+holds only training events in `interactions.parquet` (the sequences rebuilt from the training examples,
+`timestamp` being each event's position) and its evaluation examples carry their own histories.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ MANIFEST = "manifest.json"
 INTERACTIONS = "interactions.parquet"
 USERS = "users.parquet"
 ITEMS = "items.parquet"
+EXAMPLES = "examples.parquet"
 FORMAT_VERSION = 1
 
 TRAIN, VALID, TEST = 0, 1, 2
@@ -44,15 +50,23 @@ SPLIT_CODES = {"train": TRAIN, "valid": VALID, "test": TEST}
 class Targets:
     """Evaluation targets of one split: target `item`, its `user`, and `pos`, the length of its history.
 
-    The history of target i is `dataset.items[dataset.offsets[user[i]] : dataset.offsets[user[i]] + pos[i]]`.
+    The history of target i is `pool[start[i] : start[i] + pos[i]]`: for a split of the users' sequences
+    the pool is `dataset.items` and `start` the user's offset (so `pos` is also the target's place in its
+    sequence); for given examples it is their histories laid end to end.
     """
 
     user: np.ndarray
     item: np.ndarray
     pos: np.ndarray
+    start: np.ndarray
+    pool: np.ndarray
 
     def __len__(self) -> int:
         return int(self.user.shape[0])
+
+    def history(self, i: int) -> np.ndarray:
+        """The history (item indices, oldest first) of target i."""
+        return self.pool[self.start[i] : self.start[i] + self.pos[i]]
 
 
 class PreparedDataset:
@@ -118,6 +132,23 @@ class PreparedDataset:
         return str(self.manifest.get("name") or self.path.name)
 
     @property
+    def split_method(self) -> str:
+        """How the targets were chosen: "loo", "temporal", "cold-items" or "given" ("" when not recorded)."""
+        split = self.manifest.get("split")
+        return str(split.get("method", "")) if isinstance(split, dict) else ""
+
+    @property
+    def given(self) -> bool:
+        """Whether the evaluation examples were given by the source (with their own histories)."""
+        return self.split_method == "given"
+
+    @property
+    def default_mask_history(self) -> bool:
+        """The split's protocol default for masking history items in the ranking: off for given examples
+        (their sources' protocols rank every item, MiniOneRec's among them), on for the others."""
+        return not self.given
+
+    @property
     def fingerprint(self) -> str:
         """Identifies the exact preparation (source content and options); runs record it."""
         return str(self.manifest["fingerprint"])
@@ -143,12 +174,37 @@ class PreparedDataset:
         return self.items[start : start + self.train_lengths[user]]
 
     def targets(self, split: str) -> Targets:
-        """All evaluation targets of `split` ("valid" or "test")."""
+        """All evaluation targets of `split` ("valid" or "test"): the given examples in their order, or the
+        split's events in sequence order."""
         if split not in ("valid", "test"):
             raise DataError(f"unknown split {split!r}; use 'valid' or 'test'.")
+        if self.given:
+            return self._given_targets[split]
         rows = np.flatnonzero(self.split == SPLIT_CODES[split])
         users = np.searchsorted(self.offsets, rows, side="right") - 1
-        return Targets(user=users, item=self.items[rows], pos=rows - self.offsets[users])
+        start = self.offsets[users]
+        return Targets(user=users, item=self.items[rows], pos=rows - start, start=start, pool=self.items)
+
+    @cached_property
+    def _given_targets(self) -> dict[str, Targets]:
+        """The valid and test examples of a given split, read from `examples.parquet` and checked."""
+        table = self._read_table(EXAMPLES, ["user_idx", "history", "item_idx", "split"])
+        history = table.column("history").combine_chunks()
+        pool = history.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+        offsets = history.offsets.to_numpy().astype(np.int64)
+        offsets -= offsets[0]
+        user = table.column("user_idx").to_numpy().astype(np.int64)
+        item = table.column("item_idx").to_numpy().astype(np.int64)
+        split = table.column("split").to_numpy().astype(np.int8)
+        items_ok = ((pool >= 1) & (pool <= self.n_items)).all() and ((item >= 1) & (item <= self.n_items)).all()
+        if not items_ok or ((user < 0) | (user >= self.n_users)).any() or not np.isin(split, (VALID, TEST)).all():
+            raise DataError(f"{self.path / EXAMPLES} holds ids outside the dataset; prepare the dataset again.")
+        found = {}
+        for name in ("valid", "test"):
+            rows = np.flatnonzero(split == SPLIT_CODES[name])
+            start, end = offsets[rows], offsets[rows + 1]
+            found[name] = Targets(user=user[rows], item=item[rows], pos=end - start, start=start, pool=pool)
+        return found
 
     @cached_property
     def user_ids(self) -> np.ndarray:

@@ -8,20 +8,30 @@ Defaults, when neither `text_template` nor `text_columns` is given:
   list fields read as their elements joined with ", "; a field absent from the meta file is empty.
 - An items table with `movie_title`, `release_year` and `class` (RecBole ml-100k):
   "{movie_title} ({release_year}) | {class}".
+- RecBole benchmark files: "{title} | {brand} | {description}" when their side file has those columns.
 - Any other items table: all its columns except the id, joined with " | ".
 - No items table: no text.
 
 An item's text is null when every field of the template is empty for it (or it is not in the table);
-those items are counted as `text.missing` in the manifest.
+those items are counted as `text.missing` in the manifest, beside the template and the rendered texts'
+lengths in characters (`text.chars`; what a token budget cuts is the text encoder's to report).
+
+Tables read with `list_strings` (the side files of benchmark folders, JSON objects of items, UniSRec text
+files) have their Python-list-looking strings ("['Sturdy.', 'Fits TR100']") read as plain text
+(`list_text`): parsed as a literal, never evaluated, and kept as they are when they do not parse.
 """
 
 from __future__ import annotations
 
+import ast
+import itertools
+import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+from duckdb import sqltypes
 
 from lmrec.data.columns import GUESSES, check_scalar, guess_column
 from lmrec.data.readers import MAX_EXAMPLES, Loaded
@@ -30,6 +40,10 @@ from lmrec.errors import DataError
 
 RECBOLE_ML100K_TEMPLATE = "{movie_title} ({release_year}) | {class}"
 TEXT_SEPARATOR = " | "
+LENGTH_QUANTILES = {"min": 0.0, "p25": 0.25, "median": 0.5, "p75": 0.75, "p90": 0.9, "max": 1.0}
+_SENTENCE_ENDS = (".", "!", "?", ";", ":")
+_SEPARATOR = re.compile(r"""['"]\s*,\s*['"]""")
+_ESCAPES = re.compile(r"\\[ntr]")
 _RESERVED = {"item": ("item_idx", "item_id", "text", "cold"), "user": ("user_idx", "user_id")}
 
 
@@ -62,8 +76,10 @@ def prepare_side(
     check_scalar({"id": id_column}, loaded.nested, f"the {role}s table {loaded.where}", option)
     table = f"{role}_side"
     columns = [c for c in loaded.columns if c != id_column]
-    select = "".join(f", CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in columns)
+    select = "".join(f", {_value_sql(c, loaded.list_strings)} AS {ident(c)}" for c in columns)
     source, key = ident(loaded.table), as_text(id_column)
+    if loaded.list_strings:
+        _register_list_text(con)
     con.execute(
         f"CREATE TABLE {table} AS SELECT {key} AS __id{select} FROM {source} WHERE {key} IS NOT NULL "
         "QUALIFY row_number() OVER (PARTITION BY __id ORDER BY rowid) = 1"
@@ -79,6 +95,65 @@ def prepare_side(
     reserved = _RESERVED[role]
     outputs = {(f"{c}_side" if c in reserved else c): c for c in columns}
     return Side(role, table, outputs, loaded.where, dropped, examples)
+
+
+def list_text(value: str) -> str:
+    """A Python-list-looking string ("['a', 'b']") as its non-blank elements joined, else `value` unchanged.
+
+    Parsed with `ast.literal_eval` (literals only, nothing is evaluated); nested lists are flattened. A
+    string of quoted elements that is not a valid literal (an unescaped quote inside an element, as in
+    "['it's sturdy', 'fits']") is split at its quote-comma-quote separators instead. Elements ending a
+    sentence are followed by a space, others by ", ".
+    """
+    stripped = value.strip()
+    if not (stripped.startswith("[") and stripped.endswith("]")):
+        return value
+    try:
+        parsed = ast.literal_eval(stripped)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        parsed = _quoted_elements(stripped)
+    if not isinstance(parsed, list):
+        return value
+    parts = [part for part in _flatten(parsed) if part]
+    joined = parts[0] if parts else ""
+    for before, part in itertools.pairwise(parts):
+        joined += (" " if before.endswith(_SENTENCE_ENDS) else ", ") + part
+    return joined
+
+
+def _quoted_elements(text: str) -> list[str] | None:
+    """The elements of "['a', "b"]" cut at its separators, escapes such as \\n read as spaces; None when
+    `text` is not quoted elements in brackets."""
+    if len(text) < 4 or text[1] not in "'\"" or text[-2] not in "'\"":
+        return None
+    return [_ESCAPES.sub(" ", part) for part in _SEPARATOR.split(text[2:-2])]
+
+
+def _flatten(values: list) -> list[str]:
+    """The text of every element of a (nested) list, in order, its runs of white space (line breaks
+    included) made one space; None elements left out."""
+    found = []
+    for value in values:
+        if isinstance(value, list | tuple):
+            found += _flatten(value)
+        elif value is not None:
+            found.append(" ".join(str(value).split()))
+    return found
+
+
+def _register_list_text(con: duckdb.DuckDBPyConnection) -> None:
+    """Make `list_text` callable from SQL as `lmrec_list_text` (once per connection)."""
+    known = con.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name = 'lmrec_list_text'").fetchall()
+    if not known[0][0]:
+        con.create_function("lmrec_list_text", list_text, [sqltypes.VARCHAR], sqltypes.VARCHAR)
+
+
+def _value_sql(column: str, list_strings: bool) -> str:
+    """SQL of a side column as text; with `list_strings`, list-looking values through `list_text`."""
+    text = f"CAST({ident(column)} AS VARCHAR)"
+    if not list_strings:
+        return text
+    return f"CASE WHEN starts_with(ltrim({text}), '[') THEN lmrec_list_text({text}) ELSE {text} END"
 
 
 def _left_out_rows(con: duckdb.DuckDBPyConnection, source: str, key: str) -> list[tuple[int, str]]:
@@ -163,7 +238,16 @@ def write_items(con: duckdb.DuckDBPyConnection, side: Side | None, template: str
     )
     con.execute(f"COPY item_out TO {literal(str(path))} (FORMAT parquet)")
     missing = con.execute("SELECT count(*) FROM item_out WHERE text IS NULL").fetchone()[0]
-    return {"template": template, "missing": int(missing), "columns": fields}
+    return {"template": template, "missing": int(missing), "columns": fields, "chars": _text_lengths(con)}
+
+
+def _text_lengths(con: duckdb.DuckDBPyConnection) -> dict[str, float] | None:
+    """Quantiles and mean of the rendered texts' lengths in characters (None when no item has text)."""
+    cuts = ", ".join(f"quantile_disc(length(text), {q})" for q in LENGTH_QUANTILES.values())
+    row = con.execute(f"SELECT {cuts}, avg(length(text)) FROM item_out WHERE text IS NOT NULL").fetchone()
+    if row[0] is None:
+        return None
+    return {**{k: int(v) for k, v in zip(LENGTH_QUANTILES, row[:-1], strict=True)}, "mean": round(float(row[-1]), 1)}
 
 
 def write_users(con: duckdb.DuckDBPyConnection, side: Side | None, path: Path) -> None:

@@ -30,7 +30,8 @@ from lmrec import __version__
 from lmrec.data import items as side_tables
 from lmrec.data.clean import Filters, clean
 from lmrec.data.columns import check_scalar, map_columns
-from lmrec.data.dataset import FORMAT_VERSION, INTERACTIONS, ITEMS, MANIFEST, USERS, PreparedDataset
+from lmrec.data.dataset import EXAMPLES, FORMAT_VERSION, INTERACTIONS, ITEMS, MANIFEST, USERS, PreparedDataset
+from lmrec.data.given import read_given
 from lmrec.data.readers import Layout, Loaded, detect, load_table, table_spec
 from lmrec.data.registry import sha256_file
 from lmrec.data.splits import SplitSpec, build_index, split_and_write
@@ -44,6 +45,11 @@ MEMORY_LIMIT = os.environ.get("LMREC_DUCKDB_MEMORY", "3GB")
 QUANTILES = {"min": 0.0, "p25": 0.25, "median": 0.5, "p75": 0.75, "p90": 0.9, "max": 1.0}
 # Options that do not change the result: `strict` only stops early; file options are hashed by content.
 _NOT_FINGERPRINTED = {"strict", "items", "targets"}
+# Options of the events' cleaning, which benchmark files (examples used as listed) do not take.
+_NOT_FOR_GIVEN = (
+    "columns", "delimiter", "user_col", "item_col", "time_col", "type_col", "value_col", "event_types",
+    "min_value", "min_user_interactions", "min_item_interactions", "keep_repeats", "tie_break",
+)  # fmt: skip
 
 
 class PrepareOptions(BaseModel):
@@ -71,7 +77,7 @@ class PrepareOptions(BaseModel):
     min_item_interactions: int = Field(0, ge=0)
     keep_repeats: bool = False
     tie_break: Literal["row", "item"] = "row"
-    split: Literal["loo", "temporal", "cold-items"] = "loo"
+    split: Literal["loo", "temporal", "cold-items", "given"] = "loo"
     cutoff: float | str | None = None
     valid_cutoff: float | str | None = None
     targets: Path | None = None
@@ -89,7 +95,7 @@ class PrepareOptions(BaseModel):
     def _consistent(self) -> PrepareOptions:
         if self.text_template is not None and self.text_columns:
             raise ValueError("give --text-template or --text-columns, not both")
-        if self.split == "loo" and (self.cutoff is not None or self.valid_cutoff is not None):
+        if self.split in ("loo", "given") and (self.cutoff is not None or self.valid_cutoff is not None):
             raise ValueError("--cutoff and --valid-cutoff apply to the temporal and cold-items splits")
         if self.split != "loo" and self.targets is not None:
             raise ValueError("--targets applies to the loo split only")
@@ -121,11 +127,11 @@ def prepare(
             on_step(label)
 
     location, registered = _locate(source, source_path, opts)
-    layout = (
-        None
-        if isinstance(location, str)
-        else detect(location, opts.format, columns=opts.columns, delimiter=opts.delimiter, encoding=opts.encoding)
-    )
+    layout = None
+    if not isinstance(location, str):
+        options = {"columns": opts.columns, "delimiter": opts.delimiter, "encoding": opts.encoding}
+        layout = detect(location, opts.format, **options, given=opts.split == "given")
+    opts = _resolve_split(opts, layout)
     if layout is not None:
         step("hashing the input files")
         source_info = _file_source(location, layout, opts)
@@ -139,10 +145,13 @@ def prepare(
             existing = _existing(out, fingerprint(source_info["sha256"], opts), overwrite)
             if existing is not None:
                 return existing
-        else:
+        elif layout.given is None:
             events = load_table(con, layout.events, "events_raw")
         name = opts.name or registered or (layout.name if layout else _url_name(str(location)))
-        manifest = _run(con, stage, events, layout, opts, step)
+        if layout is not None and layout.given is not None:
+            manifest = _run_given(con, stage, layout, opts, step)
+        else:
+            manifest = _run(con, stage, events, layout, opts, step)
         manifest.update(
             name=name,
             fingerprint=fingerprint(source_info["sha256"], opts),
@@ -169,6 +178,26 @@ def parse_options(options: dict) -> PrepareOptions:
         if error["type"] == "extra_forbidden":
             raise ConfigError(f"unknown option {where}.") from None
         raise ConfigError(f"invalid {where}: {message}." if error["loc"] else f"{message}.") from None
+
+
+def _resolve_split(opts: PrepareOptions, layout: Layout | None) -> PrepareOptions:
+    """The options with the split benchmark files imply (`given`), refusing those that do not apply to them."""
+    if layout is None or layout.given is None:
+        if opts.split == "given":
+            raise ConfigError(
+                "--split given needs RecBole benchmark files (NAME.train.inter, NAME.valid.inter, NAME.test.inter)."
+            )
+        return opts
+    if "split" in opts.model_fields_set and opts.split != "given":
+        raise ConfigError(
+            f"RecBole benchmark files carry their own split; drop --split {opts.split} (they are read as given)."
+        )
+    defaults = PrepareOptions()
+    for name in _NOT_FOR_GIVEN:
+        if getattr(opts, name) != getattr(defaults, name):
+            option = "--" + name.replace("_", "-")
+            raise ConfigError(f"{option} does not apply to RecBole benchmark files, whose examples are used as listed.")
+    return opts.model_copy(update={"split": "given"})
 
 
 def fingerprint(source_sha256: str, opts: PrepareOptions) -> str:
@@ -325,6 +354,41 @@ def _run(
     }
 
 
+def _run_given(
+    con: duckdb.DuckDBPyConnection, stage: Path, layout: Layout, opts: PrepareOptions, step: Callable[[str], None]
+) -> dict:
+    """Read benchmark files (`lmrec.data.given`) and write the tables into `stage`; return the manifest's parts."""
+    mapping: dict[str, str | None] = {"user": "user_id", "history": "item_id_list", "item": "item_id"}
+    items_side, users_side = _side_tables(con, layout, opts, mapping, step)
+    template = side_tables.choose_template(items_side, opts.text_template, opts.text_columns, layout.text_template)
+    side_tables.check_template(template, items_side)
+    step("reading and stitching the examples")
+    found = read_given(con, layout, stage, strict=opts.strict)
+    step("writing items and users")
+    dropped, examples = dict(found.dropped), list(found.examples)
+    for side in (items_side, users_side):
+        if side is not None:
+            dropped.update(side.dropped)
+            dropped.update(side_tables.unused_rows(con, side))
+            examples += side.examples
+    text = side_tables.write_items(con, items_side, template, stage / ITEMS)
+    side_tables.write_users(con, users_side, stage / USERS)
+    return {
+        "format_version": FORMAT_VERSION,
+        "users": found.users,
+        "items": found.items,
+        "interactions": found.interactions,
+        "rows_read": found.rows_read,
+        "dropped": dropped,
+        "examples": examples,
+        "columns": mapping,
+        "split": found.summary,
+        "sequence_length": _quantiles(found.lengths) if len(found.lengths) else {},
+        "text": text,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def _map_events(events: Loaded, layout: Layout | None, opts: PrepareOptions) -> dict[str, str | None]:
     """The events' column per role (each one value per row); type and value are required only for a filter."""
     explicit = {
@@ -387,7 +451,9 @@ def _write_manifest(path: Path, manifest: dict) -> None:
         handle.write("\n")
         handle.flush()
         os.fsync(handle.fileno())
-    for name in (INTERACTIONS, USERS, ITEMS):
+    for name in (INTERACTIONS, USERS, ITEMS, EXAMPLES):
+        if not (path.parent / name).is_file():
+            continue
         fd = os.open(path.parent / name, os.O_RDONLY)
         try:
             os.fsync(fd)

@@ -18,6 +18,12 @@ Supported layouts:
 - `movielens`: `u.data` + `u.item` (ML-100K), `ratings.dat` + `movies.dat` (ML-1M/10M), `ratings.csv` +
   `movies.csv` (ML-20M/25M/32M/latest); a folder holding them or the ratings file itself.
 - `recbole`: atomic files `NAME.inter` with optional `NAME.item` / `NAME.user` (header `name:type`).
+- `recbole-benchmark`: RecBole benchmark files `NAME.train.inter`, `NAME.valid.inter`, `NAME.test.inter`
+  (examples of a history and a target, read by `lmrec.data.given`), a folder holding them or one of them,
+  with optional item side information: `NAME.item.json` (a JSON object of objects keyed by item id),
+  `NAME.item` (RecBole) or `NAME.text` (UniSRec: `item_id`, `text`), the first found in that order, and
+  `NAME.user`. Python-list-looking strings of that side information ("['a', 'b']") are read as plain text.
+  A folder with both an atomic `NAME.inter` and benchmark files is read as atomic unless `given` is asked.
 - `amazon`: Amazon reviews as JSON lines, gzipped or not: 2018 (`CATEGORY_5.json.gz` or `CATEGORY.json.gz`
   + optional `meta_CATEGORY.json.gz`) or 2023 (`CATEGORY.jsonl.gz` + optional `meta_CATEGORY.jsonl.gz`);
   a folder holding them or the review file itself (a lone `*.jsonl` file is `jsonl` unless a `meta_*` file
@@ -28,7 +34,10 @@ Supported layouts:
 from __future__ import annotations
 
 import codecs
-from dataclasses import dataclass, field
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import duckdb
@@ -49,6 +58,9 @@ MOVIELENS_TEMPLATE = "{title} | {genres}"
 # Amazon item text by release (told apart by the file suffix: .json is 2018, .jsonl is 2023).
 AMAZON_TEXT_FIELDS = {".json": ("title", "brand", "category"), ".jsonl": ("title", "store", "categories")}
 AMAZON_LIST_SEPARATOR = ", "
+BENCHMARK_SPLITS = ("train", "valid", "test")
+BENCHMARK_TEXT_TEMPLATE = "{title} | {brand} | {description}"
+_BENCHMARK_NAMES = "NAME.train.inter, NAME.valid.inter, NAME.test.inter"
 
 _EXTENSIONS = {
     ".csv": "csv",
@@ -82,6 +94,7 @@ class TableSpec:
     genre_flags: tuple[str, ...] = ()
     list_separator: str | None = None  # JSON arrays are read as their non-blank elements joined by this
     json_keys: tuple[str, ...] = ()  # JSON keys read even when no line has them (as nulls)
+    list_strings: bool = False  # Python-list-looking strings are cleaned into plain text (`items.list_text`)
 
     @property
     def files(self) -> list[Path]:
@@ -91,7 +104,10 @@ class TableSpec:
 
 @dataclass(frozen=True)
 class Layout:
-    """A file source: its format, name, events table and optional items and users tables."""
+    """A file source: its format, name, events table and optional items and users tables.
+
+    For benchmark files `events` is the training examples file and `given` holds the valid and test ones.
+    """
 
     format: str
     name: str
@@ -99,10 +115,12 @@ class Layout:
     items: TableSpec | None = None
     users: TableSpec | None = None
     text_template: str | None = None
+    given: dict[str, TableSpec] | None = None
 
     def tables(self) -> dict[str, TableSpec]:
-        """The tables to read, by role (events, items, users)."""
-        found = {"events": self.events, "items": self.items, "users": self.users}
+        """The tables to read, by role (events, or train/valid/test for benchmark files; items, users)."""
+        events = {"train": self.events, **self.given} if self.given else {"events": self.events}
+        found = {**events, "items": self.items, "users": self.users}
         return {role: spec for role, spec in found.items() if spec is not None}
 
 
@@ -135,14 +153,20 @@ class Loaded:
     header_lines: int = 0
     line_map: LineMap = field(default_factory=LineMap)
     nested: dict[str, str] = field(default_factory=dict)
+    row_lines: np.ndarray | None = None  # the file line of every row, when the reader knows them directly
+    list_strings: bool = False
 
     def lines_of(self, con: duckdb.DuckDBPyConnection, rows: list[int]) -> dict[int, int]:
         """Map row ids (`rowid`) to 1-based file line numbers, counting the header."""
-        if not rows:
-            return {}
-        records = skip_over(np.asarray(rows), self.rejects.lines, first=self.header_lines + 1)
-        lines = self.line_map.file_lines(records)
+        lines = self.line_numbers(np.asarray(rows, dtype=np.int64))
         return {int(r): int(line) for r, line in zip(rows, lines, strict=True)}
+
+    def line_numbers(self, rows: np.ndarray) -> np.ndarray:
+        """The 1-based file line of each row id (`rowid`), vectorised."""
+        if self.row_lines is not None:
+            return self.row_lines[rows]
+        records = skip_over(rows, self.rejects.lines, first=self.header_lines + 1)
+        return self.line_map.file_lines(records)
 
     def examples(self, con: duckdb.DuckDBPyConnection, rows: list[tuple[int, str]]) -> list[dict]:
         """The examples to show from dropped rows (row id, reason) and the rejected lines, in file order."""
@@ -184,15 +208,19 @@ def detect(
     columns: tuple[str, ...] | None = None,
     delimiter: str | None = None,
     encoding: str | None = None,
+    given: bool = False,
 ) -> Layout:
-    """Tell a source's layout from `fmt`, else from its extension or the files in its folder."""
+    """Tell a source's layout from `fmt`, else from its extension or the files in its folder.
+
+    `given` (the split was asked to be `given`) prefers RecBole benchmark files to an atomic `NAME.inter`.
+    """
     fmt = fmt or guess_format(path)
     if columns is not None and fmt not in ("csv", "tsv"):
         raise DataError(f"--columns names the columns of a headerless CSV/TSV file, not of a {fmt} source.")
     if fmt == "movielens":
         return _movielens(path, encoding)
     if fmt == "recbole":
-        return _recbole(path, encoding)
+        return _recbole(path, encoding, given)
     if fmt == "amazon":
         return _amazon(path, encoding)
     if fmt == "sql":
@@ -245,8 +273,12 @@ def table_spec(path: Path, encoding: str | None = None) -> TableSpec:
         return _movielens_items(path, encoding)
     if name.endswith((".item", ".user")):
         return _recbole_spec(path, encoding)
+    if name.endswith(".text"):
+        return _text_spec(path, encoding)
     if _is_meta(name) and _amazon_suffix(name):
         return _amazon_items(path, encoding)
+    if name.endswith(".json"):
+        return TableSpec(path, "json-object", encoding=encoding, list_strings=True)
     fmt = _EXTENSIONS.get(Path(_strip_compression(name)).suffix)
     if fmt not in ("csv", "tsv", "parquet", "jsonl"):
         raise DataError(f"cannot tell the format of {path} from its name; use a .csv, .tsv, .parquet or .jsonl file.")
@@ -262,11 +294,12 @@ def load_table(con: duckdb.DuckDBPyConnection, spec: TableSpec, table: str) -> L
         raise DataError(f"{spec.path} is empty.")
     if spec.path.is_dir() and not spec.files:
         raise DataError(f"{spec.path} has no *.parquet files.")
-    loader = {"csv": _load_csv, "parquet": _load_parquet, "jsonl": _load_jsonl}[spec.kind]
-    loaded = loader(con, spec, table)
+    loader = {"csv": _load_csv, "parquet": _load_parquet, "jsonl": _load_jsonl, "json-object": _load_json_object}
+    loaded = loader[spec.kind](con, spec, table)
     _check_encoding(spec, loaded.rejects)
     if spec.genre_flags:
         _fold_genres(con, loaded, spec.genre_flags)
+    loaded.list_strings = spec.list_strings
     return loaded
 
 
@@ -487,6 +520,118 @@ def _load_jsonl(con: duckdb.DuckDBPyConnection, spec: TableSpec, table: str) -> 
     return Loaded(table, keys, str(spec.path), loaded_rejects, nested=nested)
 
 
+def _load_json_object(con: duckdb.DuckDBPyConnection, spec: TableSpec, table: str) -> Loaded:
+    """Read a JSON object of objects (`{"<id>": {"title": ..., ...}, ...}`) in memory: a row per entry.
+
+    The key becomes column `item_id` (an entry's own `item_id` field is kept as `item_id_field`); lists are
+    read as their non-blank elements joined with ", ", other non-strings as JSON. An entry whose value is not
+    an object is counted as `malformed_entry`; every row and reject keeps the line its key is on. Duplicate
+    keys are all kept, so that the items table counts them.
+    """
+    text = _read_text(spec)
+    rows: list[tuple[int, dict]] = []
+    rejects: list[dict] = []
+    for line, key, value in _object_entries(text, spec.path):
+        if isinstance(value, dict):
+            rows.append((line, {"item_id": key, **{_field_name(k): _json_text(v) for k, v in value.items()}}))
+        else:
+            rejects.append(
+                {
+                    "line": line,
+                    "reason": "malformed_entry",
+                    "text": f"{json.dumps(key)}: {json.dumps(value)}"[:EXAMPLE_TEXT_CHARS],
+                }
+            )
+    columns = list(dict.fromkeys(name for _, row in rows for name in row)) or ["item_id"]
+    arrow = pa.table({name: pa.array([row.get(name) for _, row in rows], pa.string()) for name in columns})
+    con.register("_json_object", arrow)
+    try:
+        con.execute(f"CREATE TABLE {ident(table)} AS SELECT * FROM _json_object")
+    finally:
+        con.unregister("_json_object")
+    counts = {"malformed_entry": len(rejects)} if rejects else {}
+    reject_lines = np.asarray([r["line"] for r in rejects], dtype=np.int64)
+    found = Rejects(counts, reject_lines, rejects[:MAX_EXAMPLES])
+    row_lines = np.asarray([line for line, _ in rows], dtype=np.int64)
+    return Loaded(table, columns, str(spec.path), found, row_lines=row_lines)
+
+
+def _read_text(spec: TableSpec) -> str:
+    """A whole file as text in its encoding (UTF-8 by default); DataError naming the first undecodable line."""
+    data = spec.path.read_bytes()
+    encoding = spec.encoding or "utf-8"
+    try:
+        return data.decode(encoding).removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"{spec.path} is not valid {encoding} (the first undecodable byte is on line {line}); pass --encoding "
+            "latin-1 if it is Latin-1 (ISO-8859-1)."
+        ) from None
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _object_entries(text: str, path: Path) -> Iterator[tuple[int, str, object]]:
+    """(line of the key, key, value) of every entry of a JSON object, duplicate keys included, in file order."""
+    decoder = json.JSONDecoder()
+    lines, counted = 1, 0
+
+    def skip(at: int) -> int:
+        return _JSON_SPACE.match(text, at).end()  # type: ignore[union-attr]
+
+    def fail(at: int, what: str) -> DataError:
+        line = text.count("\n", 0, at) + 1
+        return DataError(f"{path} is not a JSON object of items ({what} on line {line}); fix the file or give another.")
+
+    def decode(at: int) -> tuple[object, int]:
+        try:
+            return decoder.raw_decode(text, at)
+        except json.JSONDecodeError as exc:
+            raise fail(exc.pos, exc.msg.lower()) from None
+
+    at = skip(0)
+    if not text.startswith("{", at):
+        raise fail(at, "it does not start with '{'")
+    at = skip(at + 1)
+    more = not text.startswith("}", at)
+    while more:
+        start = at
+        key, at = decode(at)
+        if not isinstance(key, str):
+            raise fail(start, "a key that is not a string")
+        at = skip(at)
+        if not text.startswith(":", at):
+            raise fail(at, "no ':' after a key")
+        value, at = decode(skip(at + 1))
+        lines, counted = lines + text.count("\n", counted, start), start
+        yield lines, key, value
+        at = skip(at)
+        more = text.startswith(",", at)
+        if more:
+            at = skip(at + 1)
+        elif not text.startswith("}", at):
+            raise fail(at, "no ',' or '}' after an entry")
+    if skip(at + 1) != len(text):
+        raise fail(skip(at + 1), "text after the object")
+
+
+def _field_name(name: str) -> str:
+    """An entry's field name as a column: its own `item_id` field must not shadow the key column."""
+    return "item_id_field" if name == "item_id" else name
+
+
+def _json_text(value: object) -> str | None:
+    """A JSON value as text: strings as they are, lists as their non-blank elements joined, others as JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = [text.strip() for text in map(_json_text, value) if text and text.strip()]
+        return AMAZON_LIST_SEPARATOR.join(parts)
+    return json.dumps(value, ensure_ascii=False)
+
+
 def _jsonl_rejects(con: duckdb.DuckDBPyConnection, lines: str, rejects: str) -> Rejects:
     """The lines of a JSON Lines file that hold no object: unread by DuckDB, blank or not a JSON object.
 
@@ -651,19 +796,36 @@ def _amazon_meta(review: Path) -> Path | None:
     return metas[0] if len(metas) == 1 else None
 
 
-def _recbole(path: Path, encoding: str | None = None) -> Layout:
-    if path.is_dir():
-        inters = sorted(path.glob("*.inter"))
-        named = path / f"{path.name}.inter"
-        if named.is_file():
-            inter = named
-        elif len(inters) == 1:
-            inter = inters[0]
-        else:
-            found = ", ".join(p.name for p in inters) or "none"
-            raise DataError(f"{path} needs exactly one NAME.inter file (found: {found}); give the file itself.")
-    else:
-        inter = path
+def _recbole(path: Path, encoding: str | None = None, given: bool = False) -> Layout:
+    """RecBole atomic files (`NAME.inter`), or benchmark files when only they are there or `given` is asked."""
+    if path.is_file():
+        stem = _benchmark_stem(path.name)
+        if stem is not None:
+            return _benchmark(path.parent, stem, encoding)
+        if given:
+            raise DataError(
+                f"{path} is not a RecBole benchmark file (NAME.train.inter, NAME.valid.inter, NAME.test.inter)."
+            )
+        return _recbole_atomic(path, encoding)
+    stems = sorted({s for p in path.glob("*.inter") if (s := _benchmark_stem(p.name)) is not None})
+    atomic = sorted(p for p in path.glob("*.inter") if _benchmark_stem(p.name) is None)
+    if stems and (given or not atomic):
+        if len(stems) != 1:
+            raise DataError(f"{path} holds benchmark files of {', '.join(stems)}; give one of their files itself.")
+        return _benchmark(path, stems[0], encoding)
+    if given:
+        raise DataError(f"{path} has no RecBole benchmark files ({_BENCHMARK_NAMES}).")
+    named = path / f"{path.name}.inter"
+    if named.is_file():
+        return _recbole_atomic(named, encoding)
+    if len(atomic) != 1:
+        found = ", ".join(p.name for p in atomic) or "none"
+        raise DataError(f"{path} needs exactly one NAME.inter file (found: {found}); give the file itself.")
+    return _recbole_atomic(atomic[0], encoding)
+
+
+def _recbole_atomic(inter: Path, encoding: str | None) -> Layout:
+    """RecBole atomic files: `NAME.inter` with `NAME.item` and `NAME.user` beside it when they exist."""
     stem = inter.name[: -len(inter.suffix)]
     side = {ext: inter.with_name(f"{stem}.{ext}") for ext in ("item", "user")}
     return Layout(
@@ -672,6 +834,58 @@ def _recbole(path: Path, encoding: str | None = None) -> Layout:
         _recbole_spec(inter, encoding),
         items=_recbole_spec(side["item"], encoding) if side["item"].is_file() else None,
         users=_recbole_spec(side["user"], encoding) if side["user"].is_file() else None,
+    )
+
+
+def _benchmark_stem(name: str) -> str | None:
+    """NAME of a benchmark file `NAME.train.inter`, `NAME.valid.inter` or `NAME.test.inter`; else None."""
+    for split in BENCHMARK_SPLITS:
+        suffix = f".{split}.inter"
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def _benchmark(folder: Path, stem: str, encoding: str | None) -> Layout:
+    """RecBole benchmark files of `stem` in `folder`, with the first item side file found and `NAME.user`."""
+    files = {split: folder / f"{stem}.{split}.inter" for split in BENCHMARK_SPLITS}
+    missing = [path.name for path in files.values() if not path.is_file()]
+    if missing:
+        raise DataError(f"RecBole benchmark files of {stem} in {folder} lack {', '.join(missing)}.")
+    specs = {split: _recbole_spec(path, encoding) for split, path in files.items()}
+    items = next(
+        (folder / f"{stem}{ext}" for ext in (".item.json", ".item", ".text") if (folder / f"{stem}{ext}").is_file()),
+        None,
+    )
+    users = folder / f"{stem}.user"
+    return Layout(
+        "recbole-benchmark",
+        stem,
+        specs.pop("train"),
+        items=_benchmark_items(items, encoding) if items is not None else None,
+        users=_recbole_spec(users, encoding) if users.is_file() else None,
+        text_template=BENCHMARK_TEXT_TEMPLATE,
+        given=specs,
+    )
+
+
+def _benchmark_items(path: Path, encoding: str | None) -> TableSpec:
+    """The item side file of benchmark files, its Python-list-looking strings read as plain text."""
+    if path.name.endswith(".item.json"):
+        return TableSpec(path, "json-object", encoding=encoding, list_strings=True)
+    if path.name.endswith(".text"):
+        return _text_spec(path, encoding)
+    return replace(_recbole_spec(path, encoding), list_strings=True)
+
+
+def _text_spec(path: Path, encoding: str | None = None) -> TableSpec:
+    """A UniSRec text file: `item_id<TAB>text` per line, with or without a header (`item_id:token ...`)."""
+    with path.open(encoding=encoding or "utf-8", errors="replace") as handle:
+        first = handle.readline().split("\t", 1)[0].strip().lower()
+    if first.startswith("item_id"):
+        return replace(_recbole_spec(path, encoding), list_strings=True)
+    return TableSpec(
+        path, "csv", "\t", ("item_id", "text"), header=False, encoding=encoding, quote="", list_strings=True
     )
 
 

@@ -20,6 +20,11 @@ build machines have no internet access):
 - Amazon reviews 2018 and 2023 (McAuley lab, UCSD): no SHA-256 is published by the lab or found pinned
   anywhere, so `sha256=None`. The hash is recorded on first download (trust on first use) in a
   `<file>.sha256` file beside the download, and later reads and re-downloads are checked against it.
+- amazon-industrial (MiniOneRec's preprocessing of Amazon 2018 Industrial and Scientific): the SHA-256 and
+  sizes of the five files as copied byte for byte from the public repository ZhangChen0212/MiniOneRec
+  at commit d03130d8 (the project's `shared/data/amazon-industrial/SOURCE.md`); the URLs are that commit's
+  raw files. Like every `$LMREC_DATA_DIR` copy, a local copy is not checked against them (the prepared
+  dataset's manifest records the SHA-256 of every file it read).
 """
 
 from __future__ import annotations
@@ -61,7 +66,8 @@ class RemoteFile:
     """One published file: its official URL, its SHA-256 (None: recorded on first download), its size.
 
     `role` says what the file holds: "archive" (a zip with the whole dataset), "interactions" (the
-    behaviour log to prepare) or "items" (item metadata, for `--items`).
+    behaviour log to prepare), "items" (item metadata, for `--items`), "examples" (RecBole benchmark files)
+    or "sequences" (the full sequences those examples were cut from, kept for reference, not read).
     """
 
     url: str
@@ -167,6 +173,44 @@ def _amazon_2023(category: str) -> DatasetEntry:
     )
 
 
+_MINIONEREC = (
+    "https://raw.githubusercontent.com/ZhangChen0212/MiniOneRec/d03130d84d34d405b045d89fc3ac546b934d2d54/data/Amazon"
+)
+_MINIONEREC_CITATION = (
+    _AMAZON_2018_CITATION + " Preprocessing (5-core, examples of at most 10 earlier items, split globally by "
+    "time 8:1:1): MiniOneRec, https://github.com/AkaliKong/MiniOneRec (Apache-2.0 code)."
+)
+_INDUSTRIAL_FILES = (
+    ("item.json", "937600c7a03652f55864a1d12d6e9fe8ca3e24ecc4e255a88216b25c5f949496", 3_008_778, "items"),
+    ("inter.json", "bcffb33274493b6f451ee69e144c90766bd7e6cd4777fa54f78a0beb0526ffae", 626_055, "sequences"),
+    ("train.inter", "788d1018bf6710c45e929c65402443700e92494dd9e9b8b20aa3238ee4a7bb1f", 950_826, "examples"),
+    ("valid.inter", "ffe5b8999f2a97cd0e9d3aad2113de8d39bb93cf1a224f531c0803bb127f0968", 138_045, "examples"),
+    ("test.inter", "bf47aa9c6d1df2c8d3420fdb9cd49195df26d895b652d65d2ba727c1233681cb", 145_159, "examples"),
+)
+
+
+def _amazon_industrial() -> DatasetEntry:
+    return DatasetEntry(
+        name="amazon-industrial",
+        description=(
+            "Amazon reviews 2018, Industrial and Scientific, as preprocessed by MiniOneRec: 7,694 users, 3,686 "
+            "products with title, brand and description, RecBole benchmark files of 36,259 / 4,532 / 4,533 "
+            "train / valid / test examples"
+        ),
+        format="recbole-benchmark",
+        files=tuple(
+            RemoteFile(f"{_MINIONEREC}/Industrial_and_Scientific.{suffix}", sha256, size, role)
+            for suffix, sha256, size, role in _INDUSTRIAL_FILES
+        ),
+        licence=(
+            "Amazon review data for research use: cite Ni, Li and McAuley (EMNLP 2019) and MiniOneRec for the "
+            "preprocessing; do not redistribute."
+        ),
+        citation=_MINIONEREC_CITATION,
+        homepage="https://github.com/AkaliKong/MiniOneRec",
+    )
+
+
 def _canonical(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
@@ -212,6 +256,7 @@ CATALOGUE: dict[str, DatasetEntry] = {
             _amazon_2023(category)
             for category in ("All_Beauty", "Amazon_Fashion", "Industrial_and_Scientific", "Software")
         ),
+        _amazon_industrial(),
     )
 }
 
