@@ -191,7 +191,8 @@ def _final_metrics(run: RunDir, dataset: PreparedDataset, config: RunConfig, sta
         "seconds_per_epoch": state.train_seconds / max(1, state.epoch),
         "train_seconds": state.train_seconds,
         "peak_rss_mb": peak_rss_mb(),
-        "mask_history": config.eval.mask_history,
+        "mask_history": results["test"].mask_history,
+        "protocol": results["test"].protocol_info(),
         "seed": config.seed,
         "history": state.history,
     }

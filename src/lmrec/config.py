@@ -48,7 +48,10 @@ class EvalConfig(_Strict):
     """How to evaluate: cut-offs, masking of seen items, batch size."""
 
     ks: list[int] = [5, 10, 20]
-    mask_history: bool = True
+    mask_history: bool | None = Field(
+        None,
+        description="leave history items out of the ranking; null: the dataset's protocol (masked, given examples not)",
+    )
     batch_size: int = Field(512, ge=1)
     metric: str = "ndcg@10"
 

@@ -1,9 +1,10 @@
 """Full-ranking evaluation of a `SequentialRecommender` on one split of a `PreparedDataset`.
 
 Each target is ranked among all real items (or, when asked, among sampled negatives) from the scores the
-model gives after seeing the events before it. Ties are broken by item id (lower id ranks higher), so a
-model that scores everything equally gets the same, reproducible ranks everywhere. Scores are compared
-as float32.
+model gives after seeing its history: the events before it, or for a given split (RecBole benchmark files)
+the example's own history as listed. Ties are broken by item id (lower id ranks higher), so a model that
+scores everything equally gets the same, reproducible ranks everywhere. Scores are compared as float32.
+Metrics are means over the split's targets (examples), whatever the number of targets per user.
 """
 
 from __future__ import annotations
@@ -52,9 +53,24 @@ class EvalResult:
     mask_history: bool = True
     sampled_negatives: int | None = None
     fingerprint: str = ""
+    method: str = ""  # the dataset's split method ("loo", "temporal", "cold-items", "given"); "" when unknown
 
     def __len__(self) -> int:
         return int(self.ranks.shape[0])
+
+    def protocol_info(self) -> dict:
+        """How the metrics were computed, for metrics.json: targets, ranking, masking, averaging, intervals."""
+        users = int(np.unique(self.users).shape[0])
+        return {
+            "split": self.split,
+            "targets": "given examples" if self.method == "given" else self.method or "unknown",
+            "examples": len(self),
+            "users": users,
+            "ranking": f"{self.sampled_negatives} sampled negatives" if self.sampled_negatives else "all items",
+            "mask_history": self.mask_history,
+            "averaged_over": "examples",
+            "intervals": "bootstrap over users (clustered)" if users < len(self) else "bootstrap over examples",
+        }
 
     @property
     def prefix(self) -> str:
@@ -89,6 +105,7 @@ class EvalResult:
             "mask_history": self.mask_history,
             "sampled_negatives": self.sampled_negatives,
             "fingerprint": self.fingerprint,
+            "method": self.method,
         }
         tmp = path.with_name(f".{path.name}.tmp")
         with open(tmp, "wb") as handle:
@@ -124,6 +141,7 @@ class EvalResult:
             mask_history=meta["mask_history"],
             sampled_negatives=meta["sampled_negatives"],
             fingerprint=meta["fingerprint"],
+            method=meta.get("method", ""),
             **arrays,
         )
 
@@ -159,11 +177,12 @@ def _device(model: SequentialRecommender) -> torch.device:
 class Evaluator:
     """Evaluates models on one split of a dataset; build once, call with each model (e.g. every epoch).
 
-    `mask_history` removes every item of the target's full history from the ranking (the target itself is
-    never removed). `sampled_negatives` ranks the target among that many negatives drawn once, without
-    replacement, uniformly or by training popularity from a generator seeded with `seed`, excluding the
-    target and the masked items; its metric names start with "sampled_". Popularity@K is the mean number
-    of training-split events of the recommended items.
+    `mask_history` removes every item of the target's history from the ranking (the target itself is never
+    removed); None takes the dataset's protocol default (`PreparedDataset.default_mask_history`: masked
+    for splits of the users' sequences, not masked for given examples). `sampled_negatives` ranks the
+    target among that many negatives drawn once, without replacement, uniformly or by training popularity
+    from a generator seeded with `seed`, excluding the target and the masked items; its metric names start
+    with "sampled_". Popularity@K is the mean number of training-split events of the recommended items.
     """
 
     def __init__(
@@ -172,7 +191,7 @@ class Evaluator:
         split: str = "test",
         ks: Iterable[int] = DEFAULT_KS,
         *,
-        mask_history: bool = True,
+        mask_history: bool | None = None,
         batch_size: int = 256,
         sampled_negatives: int | None = None,
         sampling: Sampling = "uniform",
@@ -185,13 +204,12 @@ class Evaluator:
         self.dataset = dataset
         self.split = split
         self.ks = _check_ks(ks, dataset.n_items)
-        self.mask_history = mask_history
+        self.mask_history = dataset.default_mask_history if mask_history is None else mask_history
         self.batch_size = batch_size
         self.targets = dataset.targets(split)
         if not len(self.targets):
             raise DataError(f"the {split} split of {dataset.name} has no targets to evaluate.")
         self.item_counts = np.bincount(dataset.items[dataset.split == TRAIN], minlength=dataset.n_items + 1)
-        self._starts = dataset.offsets[self.targets.user]
         self.sampled_negatives = sampled_negatives
         self.negatives: np.ndarray | None = None
         if sampled_negatives is not None:
@@ -209,18 +227,18 @@ class Evaluator:
 
         `width` is `max_len`, or the longest history of the batch when that is shorter (never all padding).
         """
-        pos = self.targets.pos[rows]
+        pos, pool = self.targets.pos[rows], self.targets.pool
         steps = np.arange(-max(1, min(max_len, int(pos.max(initial=1)))), 0)
-        index = (self._starts[rows] + pos)[:, None] + steps
+        index = (self.targets.start[rows] + pos)[:, None] + steps
         present = steps >= -pos[:, None]
-        return np.where(present, self.dataset.items[np.maximum(index, 0)], 0), np.minimum(pos, max_len)
+        return np.where(present, pool[np.maximum(index, 0)], 0), np.minimum(pos, max_len)
 
     def seen(self, rows: slice) -> tuple[np.ndarray, np.ndarray]:
         """(row within the batch, item) of every history event of the targets in `rows`, except the target."""
         pos = self.targets.pos[rows]
         row = np.repeat(np.arange(pos.shape[0]), pos)
-        first = np.repeat(self._starts[rows] - (np.cumsum(pos) - pos), pos)
-        items = self.dataset.items[first + np.arange(row.shape[0])]
+        first = np.repeat(self.targets.start[rows] - (np.cumsum(pos) - pos), pos)
+        items = self.targets.pool[first + np.arange(row.shape[0])]
         keep = items != self.targets.item[rows][row]
         return row[keep], items[keep]
 
@@ -301,6 +319,7 @@ class Evaluator:
             mask_history=self.mask_history,
             sampled_negatives=self.sampled_negatives,
             fingerprint=self.dataset.fingerprint,
+            method=self.dataset.split_method,
         )
 
     def candidate_scores(self, model: SequentialRecommender, candidates: np.ndarray) -> np.ndarray:
@@ -335,7 +354,7 @@ def evaluate(
     split: str = "test",
     ks: Iterable[int] = DEFAULT_KS,
     *,
-    mask_history: bool = True,
+    mask_history: bool | None = None,
     batch_size: int = 256,
     sampled_negatives: int | None = None,
     sampling: Sampling = "uniform",

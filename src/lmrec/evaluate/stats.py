@@ -1,7 +1,10 @@
 """Bootstrap confidence intervals of metric means and paired bootstrap tests between runs.
 
 Both work on per-example values (one per evaluation target), so a difference between two models is
-tested on the same targets rather than on two independent means.
+tested on the same targets rather than on two independent means. When `groups` (the user of every
+example, `EvalResult.users`) has a user with several examples, whole users are resampled (a cluster
+bootstrap: each resample's mean is its examples' total over their number), since one user's examples are
+not independent of each other; with one example per user this is exactly the plain bootstrap.
 """
 
 from __future__ import annotations
@@ -61,42 +64,72 @@ def _check_level(level: float) -> None:
         raise ValueError(f"confidence level must be between 0 and 1, got {level}")
 
 
-def bootstrap_means(values: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> np.ndarray:
-    """Means of `n_resamples` resamples with replacement of `values`, drawn in memory-bounded chunks."""
+def _clusters(groups: np.ndarray | None, values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-group totals and sizes of `values`; None when there are no groups or each example is its own."""
+    if groups is None:
+        return None
+    groups = np.asarray(groups)
+    if groups.shape != values.shape:
+        raise ValueError(f"groups must give one group per value, got {groups.shape} for {values.shape}")
+    _, index = np.unique(groups, return_inverse=True)
+    sizes = np.bincount(index)
+    if sizes.size == values.size:
+        return None
+    return np.bincount(index, weights=values), sizes.astype(np.float64)
+
+
+def bootstrap_means(
+    values: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """Means of `n_resamples` resamples with replacement of `values` (of whole groups when `groups` has
+    repeated groups), drawn in memory-bounded chunks."""
     array = _values(values)
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be positive, got {n_resamples}")
     rng = np.random.default_rng(seed)
-    n = array.size
+    clusters = _clusters(groups, array)
+    n = array.size if clusters is None else clusters[1].size
     per_chunk = max(1, _MAX_DRAWS // n)
-    chunks = [
-        array[rng.integers(0, n, size=(min(per_chunk, n_resamples - done), n))].mean(axis=1)
-        for done in range(0, n_resamples, per_chunk)
-    ]
+    chunks = []
+    for done in range(0, n_resamples, per_chunk):
+        draws = rng.integers(0, n, size=(min(per_chunk, n_resamples - done), n))
+        if clusters is None:
+            chunks.append(array[draws].mean(axis=1))
+        else:
+            totals, sizes = clusters
+            chunks.append(totals[draws].sum(axis=1) / sizes[draws].sum(axis=1))
     return np.concatenate(chunks)
 
 
 def bootstrap_ci(
-    values: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, level: float = 0.95, seed: int = 0
+    values: np.ndarray,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    level: float = 0.95,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> Interval:
-    """Percentile-bootstrap interval of the mean of `values`."""
+    """Percentile-bootstrap interval of the mean of `values` (resampling whole `groups` when given)."""
     _check_level(level)
-    means = bootstrap_means(values, n_resamples, seed)
+    means = bootstrap_means(values, n_resamples, seed, groups)
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(means, [tail, 1.0 - tail])
     return Interval(float(np.mean(values)), float(low), float(high), level)
 
 
 def paired_test(
-    deltas: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES, level: float = 0.95, seed: int = 0
+    deltas: np.ndarray,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    level: float = 0.95,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> PairedTest:
     """Paired bootstrap of per-example differences: mean, percentile interval and two-sided p-value.
 
     The p-value is the share of resampled means, shifted to a null mean of 0, at least as far from 0 as
-    the observed mean (with the +1 correction, so it is never exactly 0).
+    the observed mean (with the +1 correction, so it is never exactly 0). `groups` as in `bootstrap_means`.
     """
     _check_level(level)
-    means = bootstrap_means(deltas, n_resamples, seed)
+    means = bootstrap_means(deltas, n_resamples, seed, groups)
     observed = float(np.mean(deltas))
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(means, [tail, 1.0 - tail])
@@ -149,7 +182,7 @@ def pooled_deltas(pairs: Sequence[tuple[EvalResult, EvalResult]], metric: str) -
 
 def seed_averaged_deltas(pairs: Sequence[tuple[EvalResult, EvalResult]], metric: str) -> np.ndarray:
     """Per-target `second - first` of `metric`, averaged over seed pairs that all rank the same targets:
-    what a paired test over seeds resamples (see `seed_averaged`)."""
+    what a paired test over seeds resamples (see `seed_averaged`; pass the targets' users as `groups`)."""
     return pooled_deltas(pairs, metric).reshape(len(pairs), -1).mean(axis=0)
 
 
@@ -158,7 +191,7 @@ def seed_averaged(results: Sequence[EvalResult], metric: str) -> np.ndarray:
 
     Seeds share their targets, so resampling targets with their seed-averaged value gives the interval of
     the seed-averaged mean; concatenating the seeds would treat each (seed, target) as independent and
-    make the interval too narrow.
+    make the interval too narrow. Pass `results[0].users` as the `groups` of the interval.
     """
     if not results:
         raise ValueError("averaging over seeds needs at least one result")
@@ -175,5 +208,5 @@ def compare(
     level: float = 0.95,
     seed: int = 0,
 ) -> PairedTest:
-    """Paired bootstrap test of `second` against `first` on `metric`."""
-    return paired_test(paired_deltas(first, second, metric), n_resamples, level, seed)
+    """Paired bootstrap test of `second` against `first` on `metric`, resampling users (see the module)."""
+    return paired_test(paired_deltas(first, second, metric), n_resamples, level, seed, groups=first.users)

@@ -30,14 +30,17 @@ def _number(value: float) -> str:
 def _cell(result: EvalResult, metric: str, n_resamples: int, level: float, seed: int) -> str:
     """The cell of one metric: "mean [low, high]" when per-example, the plain value otherwise."""
     if is_per_example(metric):
-        return str(bootstrap_ci(result.per_example(metric), n_resamples, level, seed))
+        return str(bootstrap_ci(result.per_example(metric), n_resamples, level, seed, groups=result.users))
     return _number(result.metrics[metric])
 
 
 def _caption(result: EvalResult, n_resamples: int, level: float) -> str:
     """How the numbers were made: protocol, number of targets and the interval method."""
+    users = len(set(result.users.tolist()))
+    over = f" over {users} users" if users < len(result) else ""
     return (
-        f"{result.protocol}; {len(result)} targets; {level:.0%} percentile bootstrap intervals, {n_resamples} resamples"
+        f"{result.protocol}; {len(result)} targets; {level:.0%} percentile bootstrap intervals{over}, "
+        f"{n_resamples} resamples"
     )
 
 
