@@ -72,7 +72,7 @@ def test_an_inductive_model_scores_another_catalogue_zero_shot(make_prepared, tm
     assert code == 1 and "give the dataset to score with --data" in err
     # a model with learned item IDs does not transfer
     api.train(source, tmp_path / "ids", model="lmrec", overrides=[*FAST, "train.epochs=1"])
-    with pytest.raises(RunError, match="learned item IDs"):
+    with pytest.raises(RunError, match="knows that catalogue's items by id"):
         api.Recommender.load(tmp_path / "ids", data=target)
 
 

@@ -192,8 +192,9 @@ class RunDir:
         model = build_model(state["model"], n_items, state["params"])
         if not model.inductive:
             raise RunError(
-                f"run {self.path} holds a {state['model']} model with learned item IDs, which belong to the catalogue "
-                "it was trained on; only an inductive lmrec model (lmrec pretrain, or --inductive) scores another one."
+                f"run {self.path} was trained on another dataset preparation ({self.info().get('dataset')}): its "
+                f"{state['model']} model knows that catalogue's items by id, so it cannot score this one; only an "
+                "inductive lmrec model (lmrec pretrain, or train --inductive) scores another catalogue."
             )
         skip = set(model.catalogue_keys())
         self._load_weights(model, {k: v for k, v in state["state_dict"].items() if k not in skip}, strict=False)
