@@ -10,6 +10,8 @@ import torch
 from transformers import (
     DistilBertConfig,
     DistilBertModel,
+    LlamaConfig,
+    LlamaModel,
     MPNetConfig,
     MPNetModel,
 )
@@ -97,10 +99,13 @@ def test_unknown_mode(tiny: Path) -> None:
         TrainableTextEncoder(tiny, mode="partial")  # type: ignore[arg-type]
 
 
-def test_default_targets_of_other_encoder_families() -> None:
+def test_default_targets_of_other_model_families() -> None:
     mpnet = MPNetModel(MPNetConfig(vocab_size=20, hidden_size=16, num_hidden_layers=1, num_attention_heads=2))
     distilbert = DistilBertModel(DistilBertConfig(vocab_size=20, dim=16, n_layers=1, n_heads=2, hidden_dim=32))
-    for model, targets in [(mpnet, {"q", "v"}), (distilbert, {"q_lin", "v_lin"})]:
+    llama = LlamaModel(
+        LlamaConfig(vocab_size=20, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    )
+    for model, targets in [(mpnet, {"q", "v"}), (distilbert, {"q_lin", "v_lin"}), (llama, {"q_proj", "v_proj"})]:
         wrapped = wrap_lora(model)
         adapted = {
             name.split(".lora_A")[0].rsplit(".", 1)[-1] for name, _ in wrapped.named_parameters() if "lora_A" in name

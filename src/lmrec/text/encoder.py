@@ -46,25 +46,26 @@ Kind = Literal["encoder", "decoder"]
 
 
 def model_kind(config, path: Path) -> Kind:
-    """ "encoder" (a masked-LM family) or "decoder" (a causal LM); sequence-to-sequence and other models are refused."""
+    """Whether a model is an encoder (a masked-LM family) or a decoder (a causal LM); others, seq2seq included,
+    are refused."""
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         MODEL_FOR_MASKED_LM_MAPPING_NAMES,
         MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
     )
 
-    kind = config.model_type
-    if config.is_encoder_decoder or kind in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
+    model_type = config.model_type
+    if config.is_encoder_decoder or model_type in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
         raise ConfigError(
-            f"{path} holds a {kind!r} sequence-to-sequence model, which is not a text encoder; use a bidirectional "
-            "encoder (BERT, MPNet, MiniLM) or a decoder LLM (Llama, Qwen2, Mistral, GPT-2)."
+            f"{path} holds a {model_type!r} sequence-to-sequence model, which is not a text encoder; use a "
+            "bidirectional encoder (BERT, MPNet, MiniLM) or a decoder LLM (Llama, Qwen2, Mistral, GPT-2)."
         )
-    if kind in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
         return "encoder"
-    if kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         return "decoder"
     raise ConfigError(
-        f"{path} holds a {kind!r} model, which is not a text encoder; use a bidirectional encoder "
+        f"{path} holds a {model_type!r} model, which is not a text encoder; use a bidirectional encoder "
         "(BERT, MPNet, MiniLM) or a decoder LLM (Llama, Qwen2, Mistral, GPT-2)."
     )
 
@@ -86,8 +87,8 @@ def load_tokenizer(path: Path, config):
     """The model's tokenizer, checked against it: every token id has an embedding row, text makes tokens, texts pad.
 
     Padding goes on the right: a decoder's real tokens then never see a pad (its attention is causal) and keep
-    their positions, so a text's vector does not depend on the batch it is encoded in. A decoder without a
-    padding token pads with its end-of-text token, which the attention mask hides.
+    their positions, so a text's vector does not depend on the batch it is encoded in (up to float rounding).
+    A decoder without a padding token pads with its end-of-text token, which the attention mask hides.
     """
     from transformers import AutoTokenizer
 
@@ -233,8 +234,8 @@ class PromptFrame:
         """Token ids of each prompted text, cut to `max_length` (None: whole) inside the text only."""
         budget = {} if max_length is None else {"truncation": True, "max_length": max_length - len(self.after_ids)}
         heads = tokenizer([self.before + text for text in texts], add_special_tokens=True, verbose=False, **budget)
-        cut = self.tail
-        return [row[: len(row) - cut] + self.after_ids + row[len(row) - cut :] for row in heads["input_ids"]]
+        tail = self.tail
+        return [row[: len(row) - tail] + self.after_ids + row[len(row) - tail :] for row in heads["input_ids"]]
 
 
 class TextEncoder:
