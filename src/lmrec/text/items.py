@@ -52,8 +52,9 @@ def item_texts(texts: list[str | None], ids: list[str]) -> ItemTexts:
 def onnx_pays(model: str | Path | None) -> bool:
     """Whether to encode with ONNX Runtime: when it is installed and the model is a bidirectional encoder folder.
 
-    On this kind of CPU it encodes all-MiniLM-L6-v2 about 2x faster than torch at equal output, but not
-    SmolLM2-135M (bench/encode.py), so decoder LLMs and GGUF files run on torch.
+    On this kind of CPU it encodes all-MiniLM-L6-v2 about 2x faster than torch on short texts at equal output
+    (not on 64-token product texts), and SmolLM2-135M 12% slower (docs/benchmarks.md), so decoder LLMs and
+    GGUF files run on torch.
     """
     if not onnx_available():
         return False

@@ -1,5 +1,5 @@
 """Optional ONNX Runtime backend: the same vectors as `TextEncoder` (max abs diff ~2e-7), about 2x faster on CPU
-for all-MiniLM-L6-v2 (bench/encode.py).
+for all-MiniLM-L6-v2 on short texts (docs/benchmarks.md; not on long ones, nor for SmolLM2-135M).
 
 Needs `onnxruntime` and `onnxscript` (torch's exporter). The model, its pooling included, is exported once
 per model and pooling (a few seconds) to `$LMREC_CACHE_DIR/onnx/` and reused from there.
