@@ -17,7 +17,7 @@ from lmrec.data.dataset import PreparedDataset
 from lmrec.errors import ConfigError, DataError, Interrupted, RunError
 from lmrec.evaluate.evaluator import EvalResult, Evaluator
 from lmrec.evaluate.evaluator import evaluate as evaluate_model
-from lmrec.models.base import SequentialRecommender, build_model
+from lmrec.models.base import SequentialRecommender, build_model, model_class
 from lmrec.registry.run import RunDir
 from lmrec.runtime import configure_threads, deferred_interrupts
 from lmrec.train.trainer import Trainer, TrainState, peak_rss_mb, seed_everything
@@ -66,6 +66,7 @@ def train(
             base = [f"model.{k}={json.dumps(v)}" for k, v in pretrained["params"].items()] if pretrained else []
             name = model or (pretrained or {}).get("model")
             config = build_config(name, config_file, base + list(overrides or []), seed)
+        config = with_text_dim(config)
     configure_threads(config.train.threads)
     seed_everything(config.seed)
     model_ = build_model(config.model_name, dataset.n_items, config.model_params)
@@ -261,7 +262,7 @@ def pretrain(
     if not data:
         raise DataError("pretrain needs at least one prepared dataset.")
     datasets = [PreparedDataset.load(d) for d in data]
-    config = build_config("lmrec", None, [*(overrides or []), "model.use_id=false"], seed)
+    config = with_text_dim(build_config("lmrec", None, [*(overrides or []), "model.use_id=false"], seed))
     run = RunDir(out)
     run.check_new(overwrite=overwrite, resume=False)
     configure_threads(config.train.threads)
@@ -300,6 +301,18 @@ def pretrain(
             run.discard()
             raise
     return metrics
+
+
+def with_text_dim(config: RunConfig) -> RunConfig:
+    """The config with model.text_dim taken from its text encoder (384 for all-MiniLM-L6-v2, 576 for SmolLM2)
+    unless it was set explicitly, so that choosing another encoder needs one setting, not two."""
+    if "text_dim" in config.model or not model_class(config.model_name).uses_item_text:
+        return config
+    from lmrec.text.encoder import load_config
+    from lmrec.text.sources import resolve_model_path
+
+    dim = int(load_config(resolve_model_path(config.model.get("encoder"))).hidden_size)
+    return config.model_copy(update={"model": {**config.model, "text_dim": dim}})
 
 
 def attach_item_text(model: SequentialRecommender, dataset: PreparedDataset, progress: bool = False) -> dict:

@@ -108,3 +108,22 @@ def test_predict_reads_the_live_history(classifier_run: Path, make_client: Calla
     reply = client.post("/v1/predict", json={"user_id": "only-in-the-store", "item_ids": items}, headers=AUTH)
     assert reply.status_code == 200, reply.text
     assert [p["seen"] for p in reply.json()["predictions"]] == [False, True]
+
+
+def test_added_items_are_encoded_with_the_models_text_settings(
+    lmrec_run: Path, make_client: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lmrec.text.items as items
+
+    client = make_client(source=lmrec_run)
+    seen: dict = {}
+    real = items.encode_items
+
+    def recording(texts, ids, **options):
+        seen.update(options)
+        return real(texts, ids, **options)
+
+    monkeypatch.setattr(items, "encode_items", recording)
+    body = {"items": [{"item_id": "another-new", "text": "a cordless drill"}]}
+    assert client.post("/v1/items", json=body, headers=AUTH).status_code == 200
+    assert seen == items.encoder_options(client.app.state.service.engine.recommender.model.config)

@@ -231,3 +231,17 @@ def test_a_decoder_exported_to_onnx_gives_the_torch_vectors(tiny_llama: Path, tm
     np.testing.assert_allclose(onnx.encode(TEXTS), torch_vectors, atol=1e-5)
     mean = OnnxTextEncoder(tiny_llama, max_length=16, onnx_dir=tmp_path)
     assert onnx.onnx_path.name.endswith("-last.onnx") and mean.onnx_path != onnx.onnx_path  # one graph per pooling
+
+
+def test_text_dim_follows_the_encoder_unless_set(tiny_llama: Path) -> None:
+    from lmrec.api import with_text_dim
+    from lmrec.config import build_config
+    from lmrec.text.encoder import load_config
+
+    width = int(load_config(tiny_llama).hidden_size)
+    config = with_text_dim(build_config("lmrec", overrides=[f"model.encoder={tiny_llama}"]))
+    assert config.model["text_dim"] == width
+    assert with_text_dim(build_config("lmrec")).model["text_dim"] == 384  # all-MiniLM-L6-v2
+    explicit = with_text_dim(build_config("lmrec", overrides=[f"model.encoder={tiny_llama}", "model.text_dim=7"]))
+    assert explicit.model["text_dim"] == 7
+    assert "text_dim" not in with_text_dim(build_config("sasrec")).model

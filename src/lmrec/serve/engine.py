@@ -261,7 +261,7 @@ class Engine:
                 f"model {model.name} scores items by learned ID embeddings only, so it cannot score new items; "
                 "serve an lmrec model (lmrec train --model lmrec) to add items by their text."
             )
-        from lmrec.text.items import encode_items
+        from lmrec.text.items import encode_items, encoder_options
 
         for item in items:
             if item.item_id not in self.item_index:
@@ -271,12 +271,8 @@ class Engine:
                 self._added_titles[self.item_index[item.item_id]] = item.title
             elif self.item_index[item.item_id] > self.dataset.n_items:
                 self._added_titles[self.item_index[item.item_id]] = item.text[:80]
-        params = model.config
         vectors, _ = encode_items(
-            [None, *(i.text for i in items)],
-            ["", *(i.item_id for i in items)],
-            model=getattr(params, "encoder", None),
-            max_length=getattr(params, "text_max_length", 64),
+            [None, *(i.text for i in items)], ["", *(i.item_id for i in items)], **encoder_options(model.config)
         )
         if vectors.shape[1] != model.text_emb.shape[1]:
             raise ConfigError(
