@@ -306,7 +306,8 @@ def pretrain(
 def with_text_dim(config: RunConfig) -> RunConfig:
     """The config with model.text_dim taken from its text encoder (384 for all-MiniLM-L6-v2, 576 for SmolLM2)
     unless it was set explicitly, so that choosing another encoder needs one setting, not two."""
-    if "text_dim" in config.model or not model_class(config.model_name).uses_item_text:
+    reads_text = model_class(config.model_name).uses_item_text and config.model.get("use_text", True) is not False
+    if "text_dim" in config.model or not reads_text:
         return config
     from lmrec.text.encoder import load_config
     from lmrec.text.sources import resolve_model_path

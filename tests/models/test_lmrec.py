@@ -81,3 +81,23 @@ def test_id_dropout_drops_id_embeddings_only_while_training() -> None:
     with_id = (model.item_table()[1:21] - text_only[1:21]).abs().sum(1) > 0.5
     assert 0 < with_id.sum() < 20  # some seen items lost their ID embedding in this step
     assert torch.equal(model.item_table()[21:], text_only[21:] * 1.0)  # unseen items never had one
+
+
+def test_use_text_false_is_an_id_only_model_that_takes_no_text() -> None:
+    model = build_model("lmrec", N_ITEMS, {"hidden": 16, "max_len": 10, "use_text": False})
+    assert not model.uses_item_text
+    with torch.no_grad():
+        model.text_emb.normal_()  # text, if any were installed, must not move a score
+    model.eval()
+    table = model.item_table()
+    assert torch.equal(table[1:], model.item_emb.weight[1:]) and table[0].abs().sum() == 0
+    assert torch.isfinite(model.score_all(torch.tensor([[1, 2, 3]]), torch.tensor([3]))[0, 1:]).all()
+
+
+def test_settings_that_leave_an_item_unknown_are_refused() -> None:
+    import pytest
+
+    from lmrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="use_id and use_text cannot both be false"):
+        build_model("lmrec", N_ITEMS, {"use_id": False, "use_text": False})

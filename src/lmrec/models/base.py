@@ -88,7 +88,7 @@ class SequentialRecommender(nn.Module):
     name: ClassVar[str] = ""
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     trainable: ClassVar[bool] = True
-    uses_item_text: ClassVar[bool] = False
+    uses_item_text: bool = False  # reads item text; a class default that an instance may switch off
     explain_method: ClassVar[str] = "occlusion"
 
     def __init__(self, n_items: int, config: ModelConfig) -> None:
@@ -109,6 +109,10 @@ class SequentialRecommender(nn.Module):
             allowed = ", ".join(sorted(cls.Config.model_fields))
             first = exc.errors()[0]
             key = ".".join(str(p) for p in first["loc"])
+            if not key:  # a rule between several settings, not one bad value
+                raise ConfigError(
+                    f"invalid model settings for {cls.name}: {first['msg'].removeprefix('Value error, ')}."
+                ) from None
             raise ConfigError(
                 f"invalid setting model.{key} for {cls.name}: {first['msg']}; allowed keys: {allowed}."
             ) from None

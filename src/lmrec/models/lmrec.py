@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from lmrec.models.base import Batch, register
@@ -31,6 +31,9 @@ class LMRecConfig(SASRecConfig):
     id_dropout: float = Field(
         0.0, ge=0, lt=1, description="share of items trained without their ID embedding in each step (cold start)"
     )
+    use_text: bool = Field(
+        True, description="read item text; false makes the same model ID-only (SASRec with these settings)"
+    )
     encoder: str | None = Field(
         None,
         description="text encoder: a local Hugging Face encoder or decoder-LLM folder, a GGUF file, or smollm2-135m; "
@@ -42,6 +45,12 @@ class LMRecConfig(SASRecConfig):
         description="token states → item vector: the masked mean, a decoder's last token, or a prompt's last token",
     )
     text_prompt: str = Field(DEFAULT_PROMPT, description="the prompt of text_pooling=prompt; {text} is the item text")
+
+    @model_validator(mode="after")
+    def _reads_something(self) -> LMRecConfig:
+        if not (self.use_id or self.use_text):
+            raise ValueError("use_id and use_text cannot both be false: the model would know nothing of an item")
+        return self
 
 
 class MoEAdapter(nn.Module):
@@ -80,6 +89,7 @@ class LMRec(SASRec):
         self.adapter = MoEAdapter(config.text_dim, config.hidden, config.experts, config.text_dropout)
         self.text_norm = nn.LayerNorm(config.hidden)
         self._table: Tensor | None = None
+        self.uses_item_text = config.use_text
         if not config.use_id:
             self.item_emb.weight.requires_grad_(False)
             nn.init.zeros_(self.item_emb.weight)
@@ -126,12 +136,15 @@ class LMRec(SASRec):
         (as in DropoutNet, Volkovs et al. 2017), so that text alone must place them: the state every item
         not yet interacted with is in at serving time.
         """
-        table = self.text_norm(self.adapter(self.text_emb))
-        if self.cfg.use_id:
-            keep = self.has_id
-            if self.training and self.cfg.id_dropout > 0:
-                keep = keep & (torch.rand(keep.shape, device=keep.device) >= self.cfg.id_dropout)
-            table = table + self.item_emb.weight * keep[:, None]
+        if not self.cfg.use_text:
+            table = self.item_emb.weight
+        else:
+            table = self.text_norm(self.adapter(self.text_emb))
+            if self.cfg.use_id:
+                keep = self.has_id
+                if self.training and self.cfg.id_dropout > 0:
+                    keep = keep & (torch.rand(keep.shape, device=keep.device) >= self.cfg.id_dropout)
+                table = table + self.item_emb.weight * keep[:, None]
         return table * (torch.arange(table.shape[0], device=table.device) > 0)[:, None]
 
     def input_embeddings(self, inputs: Tensor) -> Tensor:

@@ -68,7 +68,7 @@ class Engine:
         self._added_titles: dict[int, str] = {}
         self._titles: dict[int, str] = {}
         model = self._with_items(recommender.model, items) if items else copy.deepcopy(recommender.model)
-        if model.uses_item_text:
+        if hasattr(model, "item_table"):
             _freeze_item_table(model)
         self.model = model
         self.dot_product = type(model).hidden is not SequentialRecommender.hidden
