@@ -143,7 +143,7 @@ def segments(dataset: PreparedDataset, targets: np.ndarray) -> dict[str, np.ndar
     """
     train = dataset.split == TRAIN
     seen = np.bincount(dataset.items[train], minlength=dataset.n_items + 1)
-    first = dataset.items[dataset.offsets[dataset.train_lengths > 0]]
+    first = dataset.items[dataset.offsets[:-1][dataset.train_lengths > 0]]
     as_target = seen - np.bincount(first, minlength=dataset.n_items + 1)
     return {"all": np.ones(len(targets), bool), "tail": as_target[targets] < TAIL_COUNT, "cold": seen[targets] == 0}
 

@@ -96,3 +96,28 @@ def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_
     assert default_cache_dir() == tmp_path / "embeddings"
     monkeypatch.delenv("LMREC_CACHE_DIR")
     assert default_cache_dir() == Path.home() / ".cache" / "lmrec" / "embeddings"
+
+
+def test_the_report_says_by_how_much_texts_were_cut_from_cache_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    encoder = TextEncoder(max_length=8)
+    long = "one two three four five six seven eight nine ten"  # 10 words + 2 special tokens: 4 cut
+    encode_cached(encoder, [long, "short"], tmp_path)
+    with caplog.at_level(logging.WARNING, logger="lmrec.text.encoder"):
+        encode_cached(encoder, [long, "short"], tmp_path)
+    assert encoder.last_stats is not None and encoder.last_stats.cut == (4,)
+    assert "truncated by a median of 4 tokens (at most 4)" in caplog.text
+
+
+def test_a_cache_from_before_token_counts_still_reports_its_truncated_texts(tmp_path: Path) -> None:
+    encoder = TextEncoder(max_length=8)
+    long = "one two three four five six seven eight nine ten"
+    encode_cached(encoder, [long, "short"], tmp_path)
+    path = tmp_path / f"{encoder.cache_key}.npz"
+    with np.load(path) as data:
+        keys, vectors, tokens = data["keys"], data["vectors"], data["tokens"]
+    np.savez(path, keys=keys, vectors=vectors, truncated=tokens > 8)  # the older layout
+    encode_cached(encoder, [long, "short"], tmp_path)
+    stats = encoder.last_stats
+    assert stats is not None and (stats.truncated, stats.cached, stats.cut) == (1, 2, ())

@@ -83,8 +83,8 @@ def test_prompt_pooling_reads_the_prompts_last_token_and_cuts_only_the_text(tiny
     ids = encoder.tokenize([long, "glove"])["input_ids"].tolist()
     assert tokens(ids[0]) == ["item", ":", '"', "a", "cordless", "drill", '"', "means", "one", "word", ":", '"']
     assert tokens(ids[1]) == ["item", ":", '"', "glove", '"', "means", "one", "word", ":", '"', "<pad>", "<pad>"]
-    vectors, truncated = encoder.encode_with_truncation([long, "glove"])
-    assert truncated.tolist() == [True, False]
+    vectors, tokens = encoder.encode_with_lengths([long, "glove"])
+    assert tokens.tolist() == [9 + 8, 9 + 1]  # the prompt's 9 tokens and each text's; the first loses 5
     manual = unit(unpadded_states(encoder, ids[1][:10])[-1])
     np.testing.assert_allclose(vectors[1], manual, atol=1e-6)
 

@@ -193,6 +193,9 @@ def fingerprint_files(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
+UNKNOWN_CUT = -1  # token count of a text that an older cache recorded only as truncated
+
+
 @dataclass(frozen=True)
 class EncodeStats:
     """What one encode call did: texts asked for, how many were cut at `max_length`, how many came from a cache."""
@@ -201,6 +204,15 @@ class EncodeStats:
     truncated: int
     max_length: int
     cached: int = 0
+    cut: tuple[int, ...] = ()  # tokens dropped from each truncated text whose untruncated length is known
+
+    @classmethod
+    def of(cls, tokens: np.ndarray, max_length: int, cached: int = 0) -> EncodeStats:
+        """Stats from the untruncated token count of every text; an older cache knows only whether a text was
+        cut (`UNKNOWN_CUT`) or not (0)."""
+        known = tokens[tokens > max_length] - max_length
+        truncated = int((tokens > max_length).sum() + (tokens == UNKNOWN_CUT).sum())
+        return cls(len(tokens), truncated, max_length, cached, tuple(int(x) for x in known))
 
 
 @dataclass(frozen=True)
@@ -330,13 +342,13 @@ class TextEncoder:
 
     def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
         """Encode `texts` into an [N, dim] float32 array in input order; logs and records truncation."""
-        vectors, truncated = self.encode_with_truncation(texts, progress)
-        self.last_stats = EncodeStats(texts=len(texts), truncated=int(truncated.sum()), max_length=self.max_length)
+        vectors, tokens = self.encode_with_lengths(texts, progress)
+        self.last_stats = EncodeStats.of(tokens, self.max_length)
         report_truncation(self.last_stats)
         return vectors
 
-    def encode_with_truncation(self, texts: list[str], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """The vectors and a boolean mask of the texts cut at `max_length`, without logging.
+    def encode_with_lengths(self, texts: list[str], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The vectors and the untruncated token count of each text (cut where over `max_length`), without logging.
 
         Texts are batched by token length to waste little on padding.
         """
@@ -353,7 +365,7 @@ class TextEncoder:
                 rows = order[start : start + self.batch_size]
                 vectors[rows] = self._encode_batch([texts[i] for i in rows]).numpy()
                 bar.update(len(rows))
-        return vectors, lengths > self.max_length
+        return vectors, lengths
 
     def _encode_batch(self, texts: list[str]) -> torch.Tensor:
         """One forward pass over a batch of texts."""
@@ -378,14 +390,28 @@ def report_truncation(stats: EncodeStats) -> None:
     source = f" ({stats.cached} from the embedding cache)" if stats.cached else ""
     if stats.truncated:
         log.warning(
-            "%d of %d texts%s were longer than %d tokens and were truncated; raise max_length to keep them whole",
+            "%d of %d texts%s were longer than %d tokens and were truncated%s; raise max_length to keep them whole",
             stats.truncated,
             stats.texts,
             source,
             stats.max_length,
+            describe_cut(stats.cut),
         )
     else:
         log.info("%d texts encoded%s, none longer than %d tokens", stats.texts, source, stats.max_length)
+
+
+def cut_summary(cut: tuple[int, ...]) -> dict[str, float]:
+    """Median, mean and largest number of tokens cut from the truncated texts whose length is known."""
+    return {"texts": len(cut), "median": float(np.median(cut)), "mean": float(np.mean(cut)), "max": max(cut)}
+
+
+def describe_cut(cut: tuple[int, ...]) -> str:
+    """ " by a median of M tokens (at most X)" for the tokens cut from each truncated text, or "" if unknown."""
+    if not cut:
+        return ""
+    summary = cut_summary(cut)
+    return f" by a median of {summary['median']:.0f} tokens (at most {summary['max']})"
 
 
 def check_texts(texts: list[str]) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from lmrec.text.cache import encode_cached
-from lmrec.text.encoder import DEFAULT_MAX_LENGTH, TextEncoder, load_config, model_kind
+from lmrec.text.encoder import DEFAULT_MAX_LENGTH, TextEncoder, cut_summary, load_config, model_kind
 from lmrec.text.onnx import OnnxTextEncoder, onnx_available
 from lmrec.text.pooling import DEFAULT_POOLING, DEFAULT_PROMPT
 from lmrec.text.sources import is_gguf, resolve_model_path
@@ -101,5 +101,6 @@ def encode_items(
         **({"prompt": encoder.prompt} if encoder.pooling == "prompt" else {}),
         "missing_text": items.missing,
         "truncated": stats.truncated if stats else 0,
+        **({"tokens_cut": cut_summary(stats.cut)} if stats and stats.cut else {}),
     }
     return torch.from_numpy(table), summary

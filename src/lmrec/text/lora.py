@@ -148,8 +148,7 @@ class TrainableTextEncoder(nn.Module):
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Padded, truncated token tensors for `texts`; truncation is recorded in `last_stats` and logged."""
         check_texts(texts)
-        truncated = int((token_lengths(self.tokenizer, texts) > self.max_length).sum())
-        self.last_stats = EncodeStats(texts=len(texts), truncated=truncated, max_length=self.max_length)
+        self.last_stats = EncodeStats.of(token_lengths(self.tokenizer, texts), self.max_length)
         report_truncation(self.last_stats)
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         return dict(batch)
