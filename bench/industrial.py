@@ -24,6 +24,7 @@ from lmrec.data.dataset import TRAIN, PreparedDataset
 from lmrec.evaluate.evaluator import EvalResult, Evaluator
 from lmrec.evaluate.stats import bootstrap_ci, paired_test, seed_averaged, seed_averaged_deltas
 from lmrec.registry.run import RunDir
+from quality import train_or_resume
 
 ROOT = Path(__file__).resolve().parent
 METRICS = ("hr@5", "ndcg@5", "hr@10", "ndcg@10")
@@ -33,13 +34,21 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "sasrec": ("sasrec", []),
     "gru4rec": ("gru4rec", []),
     "lmrec-minilm": ("lmrec", ["model.encoder=null", "model.text_max_length=128"]),
-    "lmrec-smollm2": ("lmrec", ["model.encoder=smollm2-135m", "model.text_max_length=128", "model.text_pooling=last"]),
+    "lmrec-smollm2": (
+        "lmrec",
+        ["model.encoder=smollm2-135m", "model.text_max_length=128", "model.text_pooling=prompt"],
+    ),
     "lmrec-notext": ("lmrec", ["model.use_text=false"]),
     "itemknn": ("itemknn", []),
     "itemknn-minilm": ("itemknn", ["model.encoder=null", "model.text_max_length=128"]),
     "itemknn-smollm2": (
         "itemknn",
-        ["model.encoder=smollm2-135m", "model.text_max_length=128", "model.text_pooling=last"],
+        [
+            "model.encoder=smollm2-135m",
+            "model.text_max_length=128",
+            "model.text_pooling=prompt",
+            "model.text_whiten=true",
+        ],
     ),
 }
 ID_ONLY = ("pop", "sasrec", "gru4rec", "lmrec-notext", "itemknn")
@@ -116,23 +125,10 @@ def train_seeds(variant: str, data: Path, seeds: int, work: Path, max_seconds: i
     model, overrides = VARIANTS[variant]
     if model == "itemknn":
         overrides = [*overrides, *tune_knn(variant, data, work)]
-    runs = []
-    for seed in range(seeds):
-        run = work / f"industrial-{variant}-s{seed}"
-        if not (run / "metrics.json").is_file():
-            resume = RunDir(run).last_file.is_file()
-            api.train(
-                data,
-                run,
-                model=model,
-                overrides=[*overrides, f"train.max_seconds={max_seconds}", *extra],
-                seed=seed,
-                overwrite=not resume,
-                resume=resume,
-                progress=False,
-            )
-        runs.append(run)
-    return runs
+    overrides = [*overrides, f"train.max_seconds={max_seconds}", *extra]
+    return [
+        train_or_resume(data, work / f"industrial-{variant}-s{seed}", model, overrides, seed) for seed in range(seeds)
+    ]
 
 
 def segments(dataset: PreparedDataset, targets: np.ndarray) -> dict[str, np.ndarray]:

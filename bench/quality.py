@@ -83,25 +83,22 @@ def prepared(protocol: str, data_dir: Path, work: Path) -> Path:
     return out
 
 
+def train_or_resume(data: Path, run: Path, model: str, overrides: list[str], seed: int) -> Path:
+    """Train `run` unless it finished already; an interrupted run is resumed."""
+    if not (run / "metrics.json").is_file():
+        resume = RunDir(run).last_file.is_file()
+        api.train(
+            data, run, model=model, overrides=overrides, seed=seed, overwrite=not resume, resume=resume, progress=False
+        )
+    return run
+
+
 def train_seeds(model: str, data: Path, protocol: str, seeds: int, work: Path, extra: list[str]) -> list[Path]:
     """Train one model per seed; a finished run is reused and an interrupted one resumed."""
-    runs = []
-    for seed in range(seeds):
-        run = work / f"{protocol}-{model}-s{seed}"
-        if not (run / "metrics.json").is_file():
-            resume = RunDir(run).last_file.is_file()
-            api.train(
-                data,
-                run,
-                model=model,
-                overrides=PROTOCOLS[protocol]["overrides"] + extra,
-                seed=seed,
-                overwrite=not resume,
-                resume=resume,
-                progress=False,
-            )
-        runs.append(run)
-    return runs
+    overrides = PROTOCOLS[protocol]["overrides"] + extra
+    return [
+        train_or_resume(data, work / f"{protocol}-{model}-s{seed}", model, overrides, seed) for seed in range(seeds)
+    ]
 
 
 def summarise(runs: list[Path]) -> dict:

@@ -103,3 +103,22 @@ def test_history_weight_is_added_once_to_every_item_already_in_the_history(right
     history = right_aligned([[1, 1, 2]], 3)
     delta = model.score_all(history, torch.tensor([3])) - plain.score_all(history, torch.tensor([3]))
     assert delta[0, 1:].tolist() == [-2.0, -2.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_whitening_removes_a_shared_direction_before_the_cosine(right_aligned) -> None:
+    torch.manual_seed(0)
+    text = torch.randn(N + 1, 4) + torch.tensor([50.0, 0, 0, 0])  # one direction dominates every vector
+    plain = fitted(recent=1, text_weight=1.0, transition_weight=0.0, cooccurrence_weight=0.0)
+    white = fitted(recent=1, text_weight=1.0, transition_weight=0.0, cooccurrence_weight=0.0, text_whiten=True)
+    plain.set_item_text(text)
+    white.set_item_text(text)
+    history = right_aligned([[3]], 1)
+    assert plain.score_all(history, torch.tensor([1]))[0, 1:].min() > 0.99  # everything looks alike
+    scores = white.score_all(history, torch.tensor([1]))[0, 1:]
+    assert scores.min() < 0.5 and scores[2] == pytest.approx(1.0)  # item 3 is still its own twin
+    assert white.item_text[0].abs().sum() == 0
+    from lmrec.models.itemknn import whiten
+
+    centred = whiten(text[1:])
+    assert torch.allclose(centred.mean(0), torch.zeros(centred.shape[1]), atol=1e-4)  # centred, unit covariance
+    assert torch.allclose(torch.cov(centred.T), torch.eye(centred.shape[1]), atol=1e-3)

@@ -127,3 +127,18 @@ def test_added_items_are_encoded_with_the_models_text_settings(
     body = {"items": [{"item_id": "another-new", "text": "a cordless drill"}]}
     assert client.post("/v1/items", json=body, headers=AUTH).status_code == 200
     assert seen == items.encoder_options(client.app.state.service.engine.recommender.model.config)
+
+
+def test_an_itemknn_run_with_text_serves_explained_recommendations_and_refuses_new_items(
+    prepared: Path, tmp_path: Path, make_client: Callable[..., TestClient]
+) -> None:
+    run = tmp_path / "itemknn"
+    lmrec.train(prepared, run, model="itemknn", overrides=["model.text_weight=1.0", "model.history_weight=-1.0"])
+    client = make_client(source=run)
+    user = str(client.app.state.service.engine.dataset.user_ids[0])
+    reply = client.get(f"/v1/users/{user}/recommendations", params={"k": 5, "explain": "true"}, headers=AUTH)
+    assert reply.status_code == 200, reply.text
+    items = reply.json()["items"]
+    assert len(items) == 5 and all(item["because"] for item in items)
+    added = client.post("/v1/items", json={"items": [{"item_id": "new", "text": "a new product"}]}, headers=AUTH)
+    assert added.status_code in (409, 422) and "itemknn" in added.text

@@ -33,6 +33,11 @@ class ItemKNNConfig(ModelConfig):
     transition_weight: float = Field(1.0, ge=0, description="weight of log(1 + times b directly followed a)")
     cooccurrence_weight: float = Field(1.0, ge=0, description="weight of log(1 + times a and b were near)")
     text_weight: float = Field(0.0, ge=0, description="weight of the text cosine of a and b; 0 reads no text")
+    text_whiten: bool = Field(
+        False,
+        description="whiten the catalogue's text vectors before the cosine (a decoder LLM's vectors share one "
+        "dominant direction that makes every pair look alike)",
+    )
     popularity_weight: float = Field(0.0, ge=0, description="weight of log(1 + training events of b)")
     history_weight: float = Field(
         0.0, description="added to items already in the history: negative where people rarely buy twice"
@@ -63,10 +68,15 @@ class ItemKNN(SequentialRecommender):
         self.register_buffer("item_text", torch.zeros(n_items + 1, 0))
 
     def set_item_text(self, embeddings: Tensor) -> None:
-        """Keep the item vectors L2-normalised `[n_items + 1, dim]`, so that a dot product is a cosine."""
+        """Keep the item vectors L2-normalised `[n_items + 1, dim]` (whitened first if asked), so that a dot
+        product is a cosine; row 0 (padding) stays zero."""
         if embeddings.shape[0] != self.n_items + 1:
             raise ValueError(f"item text embeddings need {self.n_items + 1} rows, got {embeddings.shape[0]}")
-        self.item_text = F.normalize(embeddings.float(), dim=-1)
+        vectors = embeddings.float().clone()
+        if self.cfg.text_whiten:
+            vectors[1:] = whiten(vectors[1:])
+        vectors[0] = 0
+        self.item_text = F.normalize(vectors, dim=-1)
 
     def fit_statistics(self, sequences: list[Tensor]) -> None:
         """Count transitions and co-occurrences of the training sequences into a sparse neighbour table."""
@@ -124,3 +134,12 @@ class ItemKNN(SequentialRecommender):
         votes = votes + self.cfg.cooccurrence_weight * torch.log1p(self.cooccurrences[entry])
         rows = torch.div(segment, recent.shape[1], rounding_mode="floor")
         scores.index_put_((rows, self.cols[entry]), votes * weights.flatten()[segment], accumulate=True)
+
+
+def whiten(vectors: Tensor, eps: float = 1e-6) -> Tensor:
+    """Centre the rows and decorrelate their dimensions to unit variance (BERT-whitening, Su et al. 2021),
+    with the eigenvectors of their covariance; directions of (near) zero variance are dropped."""
+    centred = vectors - vectors.mean(0)
+    variances, axes = torch.linalg.eigh(torch.cov(centred.T.double()))
+    keep = variances > eps * variances.max().clamp(min=eps)
+    return (centred.double() @ (axes[:, keep] / variances[keep].sqrt())).float()
