@@ -36,7 +36,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "lmrec-minilm": ("lmrec", ["model.encoder=null", "model.text_max_length=128"]),
     "lmrec-smollm2": (
         "lmrec",
-        ["model.encoder=smollm2-135m", "model.text_max_length=128", "model.text_pooling=prompt"],
+        ["model.encoder=smollm2-135m", "model.text_max_length=128", "model.text_pooling=mean"],
     ),
     "lmrec-notext": ("lmrec", ["model.use_text=false"]),
     "itemknn": ("itemknn", []),
@@ -46,7 +46,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         [
             "model.encoder=smollm2-135m",
             "model.text_max_length=128",
-            "model.text_pooling=prompt",
+            "model.text_pooling=mean",
             "model.text_whiten=true",
         ],
     ),
@@ -295,8 +295,10 @@ def main() -> None:
     for name in text:
         for base in {best_id, "sasrec", "lmrec-notext"} & set(variants) - {None}:
             comparisons[f"{name} - {base}"] = paired(runs[base], runs[name], masks)
-    if {"lmrec-smollm2", "lmrec-minilm"} <= set(variants):
-        comparisons["lmrec-smollm2 - lmrec-minilm"] = paired(runs["lmrec-minilm"], runs["lmrec-smollm2"], masks)
+    for family in ("lmrec", "itemknn"):
+        if {f"{family}-smollm2", f"{family}-minilm"} <= set(variants):
+            minilm, smollm2 = runs[f"{family}-minilm"], runs[f"{family}-smollm2"]
+            comparisons[f"{family}-smollm2 - {family}-minilm"] = paired(minilm, smollm2, masks)
     report = {
         "dataset": {"users": dataset.n_users, "items": dataset.n_items, "test_examples": len(first)},
         "protocol": first.protocol_info(),
