@@ -164,7 +164,13 @@ def _stop_at_first_bad_row(con: duckdb.DuckDBPyConnection, loaded: Loaded) -> No
     """For --strict: DataError naming the first malformed line or bad row (blank lines are not rows)."""
     bad = ", ".join(literal(r) for r in BAD_ROW_REASONS)
     first = con.execute(f"SELECT row, reason FROM parsed WHERE reason IN ({bad}) ORDER BY row LIMIT 1").fetchall()
-    found = [{"line": loaded.lines_of(con, [row])[row], "reason": reason} for row, reason in first]
+    raise_first_bad_row(con, loaded, first)
+
+
+def raise_first_bad_row(con: duckdb.DuckDBPyConnection, loaded: Loaded, rows: list[tuple[int, str]]) -> None:
+    """DataError naming the earliest of the file's first bad `rows` (row id, reason) and of the lines its reader
+    rejected (blank lines are not rows); nothing when there is neither."""
+    found = [{"line": loaded.lines_of(con, [row])[row], "reason": reason} for row, reason in rows]
     found += [e for e in loaded.rejects.examples if e["reason"] != "blank_line"]
     if found:
         example = min(found, key=lambda e: e["line"])

@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lmrec.data.clean import Cleaned, raise_first_bad_row
 from lmrec.data.dataset import EXAMPLES, INTERACTIONS, SPLIT_CODES, TRAIN
 from lmrec.data.readers import BENCHMARK_SPLITS, MAX_EXAMPLES, Layout, Loaded, TableSpec, load_table
 from lmrec.data.splits import build_index
@@ -78,15 +79,10 @@ class Stitched:
 
 
 @dataclass
-class Given:
-    """What reading benchmark files kept and dropped: the manifest's counts, split summary and examples."""
+class Given(Cleaned):
+    """What reading benchmark files kept and dropped (as for a cleaned log), with the split summary and the
+    stitched sequences' lengths."""
 
-    rows_read: int
-    dropped: dict[str, int]
-    examples: list[dict]
-    users: int
-    items: int
-    interactions: int
     summary: dict
     lengths: np.ndarray
 
@@ -257,14 +253,7 @@ def _stop_at_first_bad_row(con: duckdb.DuckDBPyConnection, loaded: dict[str, Loa
             "SELECT row, reason FROM given_parsed WHERE reason IS NOT NULL AND split = $s ORDER BY row LIMIT 1",
             {"s": SPLIT_CODES[split]},
         ).fetchall()
-        found = [{"line": file.lines_of(con, [row])[row], "reason": reason} for row, reason in rows]
-        found += [e for e in file.rejects.examples if e["reason"] != "blank_line"]
-        if found:
-            example = min(found, key=lambda e: e["line"])
-            raise DataError(
-                f"line {example['line']} of {file.where}: {example['reason'].replace('_', ' ')} "
-                "(--strict stops at the first bad row)."
-            )
+        raise_first_bad_row(con, file, rows)
 
 
 def _encode(con: duckdb.DuckDBPyConnection) -> None:

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lmrec import __version__
 from lmrec.data import items as side_tables
-from lmrec.data.clean import Filters, clean
+from lmrec.data.clean import Cleaned, Filters, clean
 from lmrec.data.columns import check_scalar, map_columns
 from lmrec.data.dataset import EXAMPLES, FORMAT_VERSION, INTERACTIONS, ITEMS, MANIFEST, USERS, PreparedDataset
 from lmrec.data.given import read_given
@@ -330,28 +330,7 @@ def _run(
     split = SplitSpec(opts.split, opts.cutoff, opts.valid_cutoff, opts.targets, opts.tie_break, opts.encoding)
     summary, lengths = split_and_write(con, split, stage / INTERACTIONS, extra)
     step("writing items and users")
-    dropped, examples = dict(cleaned.dropped), list(cleaned.examples)
-    for side in (items_side, users_side):
-        if side is not None:
-            dropped.update(side.dropped)
-            dropped.update(side_tables.unused_rows(con, side))
-            examples += side.examples
-    text = side_tables.write_items(con, items_side, template, stage / ITEMS)
-    side_tables.write_users(con, users_side, stage / USERS)
-    return {
-        "format_version": FORMAT_VERSION,
-        "users": cleaned.users,
-        "items": cleaned.items,
-        "interactions": cleaned.interactions,
-        "rows_read": cleaned.rows_read,
-        "dropped": dropped,
-        "examples": examples,
-        "columns": mapping,
-        "split": summary,
-        "sequence_length": _quantiles(lengths),
-        "text": text,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    return _manifest_parts(con, stage, cleaned, (items_side, users_side), template, mapping, summary, lengths)
 
 
 def _run_given(
@@ -365,8 +344,25 @@ def _run_given(
     step("reading and stitching the examples")
     found = read_given(con, layout, stage, strict=opts.strict)
     step("writing items and users")
-    dropped, examples = dict(found.dropped), list(found.examples)
-    for side in (items_side, users_side):
+    sides = (items_side, users_side)
+    return _manifest_parts(con, stage, found, sides, template, mapping, found.summary, found.lengths)
+
+
+def _manifest_parts(
+    con: duckdb.DuckDBPyConnection,
+    stage: Path,
+    counted: Cleaned,
+    sides: tuple[side_tables.Side | None, side_tables.Side | None],
+    template: str | None,
+    mapping: dict[str, str | None],
+    split: dict,
+    lengths: np.ndarray,
+) -> dict:
+    """Write the items and users tables into `stage` and assemble the manifest from the counts of the
+    events (cleaned log or given examples) and of the side tables."""
+    items_side, users_side = sides
+    dropped, examples = dict(counted.dropped), list(counted.examples)
+    for side in sides:
         if side is not None:
             dropped.update(side.dropped)
             dropped.update(side_tables.unused_rows(con, side))
@@ -375,15 +371,15 @@ def _run_given(
     side_tables.write_users(con, users_side, stage / USERS)
     return {
         "format_version": FORMAT_VERSION,
-        "users": found.users,
-        "items": found.items,
-        "interactions": found.interactions,
-        "rows_read": found.rows_read,
+        "users": counted.users,
+        "items": counted.items,
+        "interactions": counted.interactions,
+        "rows_read": counted.rows_read,
         "dropped": dropped,
         "examples": examples,
         "columns": mapping,
-        "split": found.summary,
-        "sequence_length": _quantiles(found.lengths) if len(found.lengths) else {},
+        "split": split,
+        "sequence_length": _quantiles(lengths) if len(lengths) else {},
         "text": text,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
