@@ -122,3 +122,28 @@ def test_whitening_removes_a_shared_direction_before_the_cosine(right_aligned) -
     centred = whiten(text[1:])
     assert torch.allclose(centred.mean(0), torch.zeros(centred.shape[1]), atol=1e-4)  # centred, unit covariance
     assert torch.allclose(torch.cov(centred.T), torch.eye(centred.shape[1]), atol=1e-3)
+
+
+def test_a_checkpoint_whose_neighbour_table_does_not_hold_together_is_refused() -> None:
+    state = fitted().state_dict()
+    state["cols"] = state["cols"] + 100  # neighbour ids beyond the catalogue
+    with pytest.raises(RuntimeError, match=r"neighbour ids must lie in 0\.\.6"):
+        build_model("itemknn", N, {"window": 1}).load_state_dict(state)
+    state = fitted().state_dict()
+    state["transitions"] = state["transitions"][:-1]
+    with pytest.raises(RuntimeError, match="every neighbour needs both counts"):
+        build_model("itemknn", N, {"window": 1}).load_state_dict(state)
+
+
+def test_a_run_with_a_tampered_neighbour_table_says_what_is_wrong(cyclic_dataset: Path, tmp_path: Path) -> None:
+    from lmrec import api
+    from lmrec.errors import RunError
+    from lmrec.registry.run import RunDir
+
+    api.train(cyclic_dataset, tmp_path / "run", model="itemknn", progress=False)
+    run = RunDir(tmp_path / "run")
+    state = torch.load(run.model_file, weights_only=True)
+    state["state_dict"]["row_ptr"] = state["state_dict"]["row_ptr"].flip(0)
+    torch.save(state, run.model_file)
+    with pytest.raises(RunError, match="does not fit model itemknn: the itemknn neighbour table is inconsistent"):
+        api.Recommender.load(tmp_path / "run")

@@ -99,12 +99,44 @@ class ItemKNN(SequentialRecommender):
         self.cols = union % n
         self.row_ptr = F.pad(torch.bincount(union // n, minlength=n).cumsum(0), (1, 0))
 
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        """Take the sizes of the data-sized buffers from the checkpoint before copying into them."""
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict,
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """Take the sizes of the data-sized buffers from the checkpoint before copying into them, and refuse a
+        neighbour table that does not hold together (a checkpoint is untrusted input)."""
         for name in _SIZED:
-            if prefix + name in state_dict:
+            if isinstance(state_dict.get(prefix + name), Tensor):
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        problem = self._table_problem()
+        if problem:
+            error_msgs.append(f"the itemknn neighbour table is inconsistent: {problem}")
+
+    def _table_problem(self) -> str:
+        """What is wrong with the neighbour table and item text buffers, or "" when they hold together."""
+        n, nnz = self.n_items + 1, self.cols.numel()
+        if self.row_ptr.shape != (n + 1,) or self.row_ptr[0] != 0 or self.row_ptr[-1] != nnz:
+            return f"row pointers must run from 0 to {nnz} over {n + 1} entries"
+        if (
+            bool((self.row_ptr.diff() < 0).any())
+            or self.transitions.numel() != nnz
+            or self.cooccurrences.numel() != nnz
+        ):
+            return "row pointers must not decrease and every neighbour needs both counts"
+        if nnz and not (int(self.cols.min()) >= 0 and int(self.cols.max()) < n):
+            return f"neighbour ids must lie in 0..{n - 1}"
+        if self.counts.shape != (n,) or self.item_text.dim() != 2 or self.item_text.shape[0] != n:
+            return f"item counts and item text need {n} rows"
+        return ""
 
     def score_all(self, history: Tensor, lengths: Tensor) -> Tensor:
         """Full-ranking scores: decayed neighbourhood votes of the last `recent` items, plus popularity."""

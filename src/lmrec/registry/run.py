@@ -205,9 +205,10 @@ class RunDir:
         try:
             missing, unexpected = model.load_state_dict(weights, strict=strict)
         except RuntimeError as exc:
-            raise RunError(
-                f"checkpoint {self.model_file} does not fit model {model.name}: {str(exc).splitlines()[0]}"
-            ) from None
+            # torch's message is a header line ("Error(s) in loading state_dict for …:") and one line per error.
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            reason = lines[1] if len(lines) > 1 else lines[0] if lines else "unreadable weights"
+            raise RunError(f"checkpoint {self.model_file} does not fit model {model.name}: {reason}") from None
         missing = [key for key in missing if key not in model.catalogue_keys()]
         if missing or unexpected:
             raise RunError(f"checkpoint {self.model_file} does not fit model {model.name} (missing {missing[:3]}, "
