@@ -2,14 +2,12 @@
 
 Training replaces random items of a window by a [MASK] token (id n_items + 1, an input-only token) and
 predicts the originals; inference appends [MASK] after the history and predicts what fills it. Post-norm
-BERT blocks with learned positions counted back from the most recent slot, an output head (dense, GELU,
-LayerNorm) and an item table shared with the input embeddings plus a per-item output bias, as in the
-original implementation.
+BERT blocks of the shared `lmrec.models.transformer` under a bidirectional mask, learned positions counted
+back from the most recent slot, an output head (dense, GELU, LayerNorm) and an item table shared with the
+input embeddings plus a per-item output bias, as in the original implementation.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +15,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from torch import Tensor, nn
 
 from lmrec.models.base import Batch, ModelConfig, SequentialRecommender, register
+from lmrec.models.transformer import TransformerBlock, attention_mask, init_weights
 
 
 class BERT4RecConfig(ModelConfig):
@@ -39,53 +38,6 @@ class BERT4RecConfig(ModelConfig):
         return heads
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention in both directions over the allowed (non-padding) positions."""
-
-    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(hidden, 3 * hidden)
-        self.out = nn.Linear(hidden, hidden)
-        self.dropout = dropout
-
-    def forward(self, x: Tensor, allowed: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        """`allowed` is a [B, 1, T, T] boolean mask; returns outputs and, if asked, per-head weights."""
-        bsz, length, hidden = x.shape
-        q, k, v = self.qkv(x).view(bsz, length, 3, self.heads, hidden // self.heads).permute(2, 0, 3, 1, 4)
-        drop = self.dropout if self.training else 0.0
-        if need_weights:
-            att = ((q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])).masked_fill(~allowed, float("-inf"))
-            att = att.softmax(-1)
-            y = F.dropout(att, drop) @ v
-        else:
-            att = None
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop)
-        return self.out(y.transpose(1, 2).reshape(bsz, length, hidden)), att
-
-
-class Block(nn.Module):
-    """Post-norm BERT block: attention then a GELU feed-forward, each with a residual and LayerNorm."""
-
-    def __init__(self, cfg: BERT4RecConfig) -> None:
-        super().__init__()
-        self.attn = SelfAttention(cfg.hidden, cfg.heads, cfg.dropout)
-        self.ln1 = nn.LayerNorm(cfg.hidden)
-        self.ffn = nn.Sequential(
-            nn.Linear(cfg.hidden, cfg.ffn_mult * cfg.hidden),
-            nn.GELU(),
-            nn.Linear(cfg.ffn_mult * cfg.hidden, cfg.hidden),
-        )
-        self.ln2 = nn.LayerNorm(cfg.hidden)
-        self.drop = nn.Dropout(cfg.dropout)
-
-    def forward(self, x: Tensor, allowed: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        """One block; returns the new states and the per-head attention weights when asked."""
-        y, weights = self.attn(x, allowed, need_weights)
-        x = self.ln1(x + self.drop(y))
-        return self.ln2(x + self.drop(self.ffn(x))), weights
-
-
 @register("bert4rec")
 class BERT4Rec(SequentialRecommender):
     """Bidirectional cloze model; scores come from the [MASK] slot appended after the history."""
@@ -101,19 +53,13 @@ class BERT4Rec(SequentialRecommender):
         self.pos_emb = nn.Embedding(config.max_len + 1, config.hidden)
         self.emb_norm = nn.LayerNorm(config.hidden)
         self.emb_drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(config.hidden, config.heads, config.dropout, config.ffn_mult, norm_first=False)
+            for _ in range(config.layers)
+        )
         self.head = nn.Sequential(nn.Linear(config.hidden, config.hidden), nn.GELU(), nn.LayerNorm(config.hidden))
         self.out_bias = nn.Parameter(torch.zeros(n_items + 1))
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-            nn.init.zeros_(module.weight[module.padding_idx])
+        self.apply(init_weights)
 
     def output_embeddings(self) -> Tensor:
         """Item table `[n_items + 1, d + 1]`: the input embeddings (without [MASK]) and the output bias.
@@ -134,9 +80,7 @@ class BERT4Rec(SequentialRecommender):
         # Positions count back from the most recent slot, so inputs of any width agree.
         positions = torch.arange(length - 1, -1, -1, device=inputs.device)
         x = self.emb_drop(self.emb_norm(self.item_emb(inputs) + self.pos_emb(positions)))
-        eye = torch.eye(length, dtype=torch.bool, device=inputs.device)
-        # Real keys only; a padding query may attend to itself, which keeps softmax finite.
-        allowed = ((inputs > 0)[:, None, :] | eye)[:, None]
+        allowed = attention_mask(inputs, causal=False)
         weights = []
         for block in self.blocks:
             x, w = block(x, allowed, need_weights)
@@ -162,7 +106,7 @@ class BERT4Rec(SequentialRecommender):
     def loss(self, batch: Batch) -> Tensor:
         """Injected objective over the masked positions, with the original items as targets."""
         if self.objective is None:
-            raise TypeError("no training objective set; the trainer injects one from lmrec.train.losses")
+            raise TypeError("no training objective set; the trainer injects one from lmrec.training.losses")
         items = batch.items[:, -(self.max_len + 1) :]
         masked = self.cloze_mask(items)
         states, _ = self._encode(items.masked_fill(masked, self.mask_id))
