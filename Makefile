@@ -35,11 +35,14 @@ demo: install
 test: install
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	@# The package rules of docs/architecture.md (import-linter contracts in pyproject.toml).
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/lint-imports
 
 bench-prepare: install
 	$(PY) bench/prepare.py

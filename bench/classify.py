@@ -16,7 +16,7 @@ Models:
 - bias LR: the classifier's stage 1 alone (L2 logistic regression on a global bias, item biases and three
   features of the user's strictly earlier events: past label rate, past residual against the items'
   training rates, and the text affinity of those residuals to the candidate through all-MiniLM-L6-v2
-  embeddings; no user-id biases, see `lmrec.classify`).
+  embeddings; no user-id biases, see `lmrec.training.classifier`).
 - cross-encoder: all-MiniLM-L6-v2 + LoRA on a 4,000-example subsample (biases on all training examples).
 - cross-encoder, 256 examples: biases and LoRA trained on the same 256 examples, no validation set, for a
   look beside TALLRec's 0.7198 AUC with 256 examples (LLaMA-7B; a different test set: informative only).
@@ -108,7 +108,7 @@ def examples_labels(events) -> np.ndarray:
 
 def choose_weight(events, train, valid) -> float:
     """The shrinkage weight with the lowest validation log-loss of the mean baseline."""
-    from lmrec.evaluate.metrics import log_loss
+    from lmrec.evaluation.metrics import log_loss
 
     losses = {w: log_loss(valid.label, mean_baselines(events, valid, train, w)[REFERENCE]) for w in SHRINKAGE_GRID}
     return min(losses, key=losses.__getitem__)
@@ -116,13 +116,15 @@ def choose_weight(events, train, valid) -> float:
 
 def train(data: Path, out: Path, settings: dict, label: str) -> tuple[dict, dict[str, np.ndarray], float]:
     """Train one classifier run; (metrics, saved test predictions, wall seconds)."""
-    from lmrec import classify
+    from lmrec.inference.classifier import load_predictions
+    from lmrec.models.classifier import make_config
+    from lmrec.training.classifier import train_run
 
     started = time.perf_counter()
-    config = classify.make_config(**settings)
+    config = make_config(**settings)
     print(f"training {label}: {json.dumps(settings)}", flush=True)
-    metrics = classify.train_run(data, out, config, overwrite=True, progress=False)
-    return metrics, classify.load_predictions(out), time.perf_counter() - started
+    metrics = train_run(data, out, config, overwrite=True, progress=False)
+    return metrics, load_predictions(out), time.perf_counter() - started
 
 
 def figures(intervals: dict) -> dict:
@@ -135,13 +137,11 @@ def figures(intervals: dict) -> dict:
 
 def score(labels: np.ndarray, probs: dict[str, np.ndarray], resamples: int, seed: int) -> dict:
     """Intervals of every model, and paired differences against both mean baselines."""
-    from lmrec import classify
+    from lmrec.evaluation.classification import classification_intervals
 
-    intervals = classify.classification_intervals(labels, probs, REFERENCE, resamples, seed=seed)
+    intervals = classification_intervals(labels, probs, REFERENCE, resamples, seed=seed)
     others = {name: p for name, p in probs.items() if name not in (REFERENCE, STRONG)}
-    against_strong = classify.classification_intervals(
-        labels, {STRONG: probs[STRONG], **others}, STRONG, resamples, seed=seed
-    )
+    against_strong = classification_intervals(labels, {STRONG: probs[STRONG], **others}, STRONG, resamples, seed=seed)
     return {**intervals, **{k: v for k, v in against_strong.items() if " - " in k}}
 
 
@@ -179,21 +179,23 @@ def main(argv: list[str] | None = None) -> dict:
     """Prepare the data, train both runs, score every model on the same test examples, print and save."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from lmrec import api, classify
+    from lmrec import api
     from lmrec.data.dataset import PreparedDataset
+    from lmrec.data.labels import Examples, example_sets, load_events
+    from lmrec.models.classifier import make_config
     from lmrec.runtime import configure_threads
 
     threads = configure_threads(args.threads)
     data = args.work / "ml-100k-temporal-0.8"
     api.prepare("ml-100k", data, split="temporal", cutoff=0.8)
-    events = classify.load_events(PreparedDataset.load(data))
+    events = load_events(PreparedDataset.load(data))
     base = {"label": "rating>=4", "seed": args.seed, "max_seconds": args.max_seconds}
     main_settings = {**base, "max_train_examples": args.train_examples, "max_test_examples": args.test_examples or None}
     metrics, saved, seconds = train(data, args.work / "run-main", main_settings, "the cross-encoder")
     runs = {MAIN: run_summary(main_settings, metrics, seconds)}
-    sets = classify.example_sets(events, classify.make_config(**main_settings))
+    sets = example_sets(events, make_config(**main_settings))
     weight = choose_weight(events, sets.train, sets.valid)
-    test = classify.Examples(saved["user"], saved["item"], saved["end"], saved["label"], saved["label"] * 0)
+    test = Examples(saved["user"], saved["item"], saved["end"], saved["label"], saved["label"] * 0)
     probs = {**mean_baselines(events, test, sets.train, weight), BIAS: saved["baseline"], MAIN: saved["prob"]}
     names = [REFERENCE, STRONG, BIAS, MAIN]
     tables = {"main": {"examples": len(test), "models": score(test.label, probs, args.resamples, args.seed)}}

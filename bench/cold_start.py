@@ -26,9 +26,9 @@ from rich.table import Table
 
 from lmrec import api
 from lmrec.data.dataset import PreparedDataset
-from lmrec.evaluate.evaluator import EvalResult, Evaluator
-from lmrec.evaluate.metrics import ndcg_at_k
-from lmrec.evaluate.stats import bootstrap_ci
+from lmrec.evaluation.evaluator import EvalResult, Evaluator
+from lmrec.evaluation.metrics import ndcg_at_k
+from lmrec.evaluation.stats import bootstrap_ci
 from lmrec.registry.run import RunDir
 
 ROOT = Path(__file__).resolve().parent

@@ -21,8 +21,8 @@ import numpy as np
 
 from lmrec import api
 from lmrec.data.dataset import TRAIN, PreparedDataset
-from lmrec.evaluate.evaluator import EvalResult, Evaluator
-from lmrec.evaluate.stats import bootstrap_ci, paired_test, seed_averaged, seed_averaged_deltas
+from lmrec.evaluation.evaluator import EvalResult, Evaluator
+from lmrec.evaluation.stats import bootstrap_ci, paired_test, seed_averaged, seed_averaged_deltas
 from lmrec.registry.run import RunDir
 from quality import train_or_resume
 
@@ -100,7 +100,7 @@ def tune_knn(variant: str, data: Path, work: Path) -> list[str]:
         model = build_model("itemknn", dataset.n_items, {**base, **params})
         model.fit_statistics(sequences)
         if model.uses_item_text:
-            text = text if text is not None else api.item_text_table(model, dataset)[0]
+            text = text if text is not None else api.item_text_table(model.config, dataset)[0]
             model.set_item_text(text)
         return evaluator(model.eval()).metrics["ndcg@10"]
 

@@ -28,12 +28,15 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from lmrec import api, classify
-from lmrec.evaluate.evaluator import EvalResult, Evaluator
-from lmrec.evaluate.rerank import rerank_result
-from lmrec.evaluate.stats import paired_test, seed_averaged_deltas
+from lmrec import api
+from lmrec.evaluation.evaluator import EvalResult, Evaluator
+from lmrec.evaluation.rerank import rerank_result
+from lmrec.evaluation.stats import paired_test, seed_averaged_deltas
+from lmrec.inference.classifier import rerank_order, rerank_probabilities
+from lmrec.models.classifier import make_config
 from lmrec.registry.run import RunDir
 from lmrec.runtime import configure_threads
+from lmrec.training.classifier import train_run
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
@@ -57,7 +60,7 @@ def classifier_run(data: Path, work: Path, args: argparse.Namespace) -> Path:
     """Train the re-ranker once (reused when its run has finished)."""
     run = work / f"L-rerank-classifier-{args.negative_sampling}-{args.negatives}"
     if not (run / "metrics.json").is_file():
-        config = classify.make_config(
+        config = make_config(
             label="sampled",
             negatives=args.negatives,
             negative_sampling=args.negative_sampling,
@@ -65,7 +68,7 @@ def classifier_run(data: Path, work: Path, args: argparse.Namespace) -> Path:
             max_test_examples=2000,
             max_seconds=args.max_seconds,
         )
-        classify.train_run(data, run, config, overwrite=True)
+        train_run(data, run, config, overwrite=True)
     return run
 
 
@@ -82,7 +85,7 @@ def candidate_scores(run: Path, reranker: Path, split: str, top: int, cache: Pat
     else:
         classifier = api.load_reranker(reranker, recommender.dataset)
         histories, rows = api.classifier_histories(classifier, recommender.dataset, result.users, result.positions)
-        probs = classify.rerank_probabilities(classifier, result.users, histories, candidates, rows)
+        probs = rerank_probabilities(classifier, result.users, histories, candidates, rows)
         cache.mkdir(parents=True, exist_ok=True)
         np.savez(path, probs=probs)
     first = evaluator.candidate_scores(recommender.model, candidates)
@@ -91,7 +94,7 @@ def candidate_scores(run: Path, reranker: Path, split: str, top: int, cache: Pat
 
 def reranked(scores: dict, weight: float | None) -> EvalResult:
     """The first stage's result with its top re-ordered (weight None: by the classifier's probability)."""
-    order = classify.rerank_order(scores["candidates"], scores["probs"], scores["first"], weight)
+    order = rerank_order(scores["candidates"], scores["probs"], scores["first"], weight)
     return rerank_result(scores["result"], np.take_along_axis(scores["candidates"], order, 1))
 
 

@@ -24,8 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from lmrec import api
-from lmrec.evaluate.evaluator import EvalResult
-from lmrec.evaluate.stats import bootstrap_ci, paired_test, seed_averaged, seed_averaged_deltas
+from lmrec.evaluation.evaluator import EvalResult
+from lmrec.evaluation.stats import bootstrap_ci, paired_test, seed_averaged, seed_averaged_deltas
 from lmrec.registry.run import RunDir
 
 ROOT = Path(__file__).resolve().parent

@@ -149,3 +149,51 @@ def cyclic_dataset(tmp_path: Path) -> Path:
 def make_prepared():
     """The `write_prepared` helper, for tests that need several datasets."""
     return write_prepared
+
+
+# -- the behaviour classifier's tests (data/test_labels.py, models/, training/ and inference/test_classifier.py) ---
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(make_tiny_bert) -> Path:
+    """A 2-layer, 32-wide BERT with a WordPiece vocabulary of a few words, saved as a model folder."""
+    from classifier_helpers import WORDS
+
+    return make_tiny_bert(WORDS, max_positions=128)
+
+
+@pytest.fixture(scope="module")
+def rated(tmp_path_factory: pytest.TempPathFactory):
+    """400 ratings of 30 users on 20 items with many tied timestamps; users like their favourite genre."""
+    import random
+
+    from classifier_helpers import GENRES
+    from lmrec.data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("rated")
+    rng = random.Random(3)
+    items = [f"i{k},{GENRES[k % 4]} story {k},{GENRES[k % 4]}" for k in range(20)]
+    (root / "items.csv").write_text("item_id,title,genre\n" + "\n".join(items) + "\n")
+    rows = []
+    for _ in range(400):
+        user, item = rng.randrange(30), rng.randrange(20)
+        rating = rng.choice([4, 5]) if item % 4 == user % 4 else rng.choice([1, 2, 3, 4])
+        rows.append(f"u{user},i{item},{1000 + rng.randrange(60) * 10},{rating}")
+    (root / "log.csv").write_text("user_id,item_id,timestamp,rating\n" + "\n".join(rows) + "\n")
+    return prepare(
+        root / "log.csv",
+        root / "data",
+        items=root / "items.csv",
+        text_template="{title} | {genre}",
+        split="temporal",
+        cutoff=0.8,
+        keep_repeats=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def events(rated):
+    """The rated log's events with their values and strict pasts."""
+    from lmrec.data.labels import load_events
+
+    return load_events(rated)

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
-__all__ = ["Recommender", "evaluate", "prepare", "train"]
+from lmrec.version import __version__
+
+__all__ = ["Recommender", "__version__", "evaluate", "prepare", "train"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("train", "evaluate"):
-        import importlib
-
-        return importlib.import_module(f"lmrec.{name}")  # callable packages, see lmrec._callable
     if name in __all__:
         from lmrec import api
 

@@ -13,7 +13,6 @@ import pytest
 
 from lmrec.data.dataset import PreparedDataset
 from lmrec.data.prepare import prepare
-from lmrec.data.readers import guess_format
 from lmrec.data.sql import _text_batches
 from lmrec.errors import DataError
 
@@ -92,68 +91,6 @@ def test_jsonl_counts_malformed_lines_with_line_numbers(write, tmp_path: Path) -
         (4, "blank_line"),
         (6, "malformed_json"),
     ]
-
-
-def test_movielens_100k_layout(write, tmp_path: Path) -> None:
-    write("ml/u.data", "1\t10\t5\t881250949\n1\t20\t3\t881250950\n2\t10\t4\t881250949\n")
-    flags = ["0"] * 19
-    drama = flags.copy()
-    drama[8] = "1"  # Drama
-    write(
-        "ml/u.item",
-        f"10|Misérables, Les (1995)|01-Jan-1995||http://x|{'|'.join(drama)}\n"
-        f"20|Toy Story (1995)|01-Jan-1995||http://y|{'|'.join(flags)}\n",
-        encoding="latin-1",
-    )
-    ds = prepare(tmp_path / "ml", tmp_path / "out")
-    assert ds.manifest["source"]["format"] == "movielens"
-    assert ds.item_text[1:] == ["Misérables, Les (1995) | Drama", "Toy Story (1995) | "]
-    assert "genres" in ds.item_table.column_names and "Drama" not in ds.item_table.column_names
-    text = ds.manifest["text"]
-    assert {key: text[key] for key in ("template", "missing", "columns")} == {
-        "template": "{title} | {genres}",
-        "missing": 0,
-        "columns": ["title", "genres"],
-    }
-    assert (text["chars"]["min"], text["chars"]["max"], text["chars"]["mean"]) == (19, 30, 24.5)
-    assert ds.manifest["columns"]["value"] == "rating"
-
-
-def test_movielens_1m_dat_files_latin1(write, tmp_path: Path) -> None:
-    write("ml1m/ratings.dat", "1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978298413\n")
-    write(
-        "ml1m/movies.dat",
-        "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n661::Misérables (1995)::Animation|Musical\n",
-        encoding="latin-1",
-    )
-    ds = prepare(tmp_path / "ml1m" / "ratings.dat", tmp_path / "out")
-    assert list(ds.item_ids[1:]) == ["661", "1193"]
-    assert ds.item_text[1] == "Misérables (1995) | Animation|Musical"
-    assert ds.manifest["name"] == "ml1m"
-
-
-def test_movielens_csv_files(write, tmp_path: Path) -> None:
-    write("ml25/ratings.csv", "userId,movieId,rating,timestamp\n1,2,3.5,1112486027\n1,29,4.0,1112484676\n")
-    write("ml25/movies.csv", 'movieId,title,genres\n2,"Jumanji, The (1995)",Adventure|Children\n29,Heat (1995),Crime\n')
-    assert guess_format(tmp_path / "ml25" / "ratings.csv") == "movielens"
-    ds = prepare(tmp_path / "ml25", tmp_path / "out")
-    assert [ds.item_ids[i] for i in ds.sequence(0)] == ["29", "2"]
-    assert ds.item_text[1:] == ["Jumanji, The (1995) | Adventure|Children", "Heat (1995) | Crime"]
-
-
-def test_recbole_folder_strips_types_and_joins_side_tables(write, tmp_path: Path) -> None:
-    write("toy/toy.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t7\t4\t10\n1\t8\t2\t20\n")
-    write(
-        "toy/toy.item",
-        "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n7\tHeat\t1995\tCrime\n",
-    )
-    write("toy/toy.user", "user_id:token\tage:token\n1\t24\n")
-    ds = prepare(tmp_path / "toy", tmp_path / "out")
-    assert ds.manifest["source"]["format"] == "recbole"
-    assert ds.item_text[1:] == ["Heat (1995) | Crime", None]
-    assert ds.manifest["text"]["missing"] == 1
-    users = pq.read_table(tmp_path / "out" / "users.parquet").to_pylist()
-    assert users == [{"user_idx": 0, "user_id": "1", "age": "24"}]
 
 
 def test_sqlite_url_through_sqlalchemy(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from lmrec.data.dataset import PreparedDataset
-from lmrec.evaluate.evaluator import EvalResult, Evaluator, evaluate, ranking_keys
+from lmrec.evaluation.evaluator import EvalResult, Evaluator, evaluate, ranking_keys
 from lmrec.models.base import ModelConfig, SequentialRecommender
 
 N_ITEMS = 6

@@ -18,11 +18,11 @@ from torch import Tensor
 from lmrec import api
 from lmrec.config import build_config
 from lmrec.data.dataset import PreparedDataset
-from lmrec.evaluate.evaluator import EvalResult, Evaluator, evaluate
-from lmrec.evaluate.stats import bootstrap_ci, compare, paired_test
+from lmrec.evaluation.evaluator import EvalResult, Evaluator, evaluate
+from lmrec.evaluation.stats import bootstrap_ci, compare, paired_test
 from lmrec.models.base import ModelConfig, SequentialRecommender
 from lmrec.registry.run import RunDir
-from lmrec.train.trainer import Trainer
+from lmrec.training.trainer import Trainer
 
 N_ITEMS = 6
 TRAIN = [[1, 2, 3], [4, 5], []]  # user 2 has no training event

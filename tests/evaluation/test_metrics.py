@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from lmrec.evaluate.metrics import (
+from lmrec.evaluation.metrics import (
     accuracy,
     average_ranks,
     classification_metrics,

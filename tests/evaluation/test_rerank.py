@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmrec.evaluate.rerank import reranked_ranks
+from lmrec.evaluation.rerank import reranked_ranks
 
 
 def test_targets_inside_the_top_k_take_their_new_place() -> None:

@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from lmrec.errors import RunError
-from lmrec.evaluate.evaluator import EvalResult
-from lmrec.evaluate.stats import (
+from lmrec.evaluation.evaluator import EvalResult
+from lmrec.evaluation.stats import (
     Interval,
     PairedTest,
     bootstrap_ci,
@@ -25,7 +25,7 @@ from lmrec.evaluate.stats import (
     pooled_deltas,
     seed_averaged,
 )
-from lmrec.evaluate.tables import comparison_table, metrics_table
+from lmrec.evaluation.tables import comparison_table, metrics_table
 
 
 def make_result(ranks: np.ndarray, *, items: np.ndarray | None = None, split: str = "test") -> EvalResult:

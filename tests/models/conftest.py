@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from lmrec.models.base import Batch, SequentialRecommender
-from lmrec.train.losses import full_softmax_ce
+from lmrec.training.losses import full_softmax_ce
 
 
 def _right_aligned(rows: list[list[int]], width: int) -> Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from lmrec.models.base import build_model
-from lmrec.train.losses import full_softmax_ce
+from lmrec.training.losses import full_softmax_ce
 
 N_ITEMS, TEXT_DIM = 30, 12
 

@@ -14,10 +14,11 @@ from serve_helpers import KEY, TINY, ServerProcess
 from transformers import BertConfig, BertModel, BertTokenizer
 
 import lmrec
-from lmrec import classify
 from lmrec.cli import main
+from lmrec.models.classifier import make_config
 from lmrec.serve.app import create_app
 from lmrec.serve.service import ServiceConfig
+from lmrec.training.classifier import train_run
 
 
 @pytest.fixture(scope="session")
@@ -50,11 +51,11 @@ def classifier_run(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> 
                         intermediate_size=64, max_position_embeddings=128)  # fmt: skip
     BertModel(config).save_pretrained(vocab.parent)
     tokenizer.save_pretrained(vocab.parent)
-    settings = classify.make_config(
+    settings = make_config(
         label="sampled", encoder=str(vocab.parent), max_length=48, history=4, max_train_examples=32,
         max_valid_examples=16, max_test_examples=16, batch_size=8, eval_every=4, epochs=1, seed=0,
     )  # fmt: skip
-    classify.train_run(prepared, root / "run", settings)
+    train_run(prepared, root / "run", settings)
     return root / "run"
 
 

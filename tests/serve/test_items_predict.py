@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from serve_helpers import AUTH, TINY
 
 import lmrec
-from lmrec import classify
+from lmrec.inference.classifier import load_run, predict_user
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_predict_returns_the_classifier_probabilities(
     reply = client.post("/v1/predict", json={"user_id": user, "item_ids": items}, headers=AUTH)
     assert reply.status_code == 200, reply.text
     body = reply.json()
-    expected = classify.predict_user(classify.load_run(classifier_run), user, items)
+    expected = predict_user(load_run(classifier_run), user, items)
     assert body["label"] == "sampled" and [p["item_id"] for p in body["predictions"]] == items
     assert [p["probability"] for p in body["predictions"]] == pytest.approx([p.probability for p in expected])
     unknown = client.post("/v1/predict", json={"user_id": "nobody", "item_ids": items}, headers=AUTH)
@@ -100,7 +100,7 @@ def test_predict_reads_the_live_history(classifier_run: Path, make_client: Calla
     newest_first = classifier.history_text([dataset.item_index[fresh[0]], dataset.item_index[fresh[1]]], ["", ""])
     assert read and all(text.startswith(newest_first) for text in read)  # the posted events, newest first
     stored = client.app.state.service.store.user_events(user)
-    expected = classify.predict_user(classify.load_run(classifier_run), user, items, stored)
+    expected = predict_user(load_run(classifier_run), user, items, stored)
     assert [p["probability"] for p in after] == pytest.approx([p.probability for p in expected])
 
     newcomer = [{"user_id": "only-in-the-store", "item_id": items[1], "type": "view", "timestamp": 1_900_000_000}]

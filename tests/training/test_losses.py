@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lmrec.train.losses import bce_negatives, full_softmax_ce, make_objective, sampled_softmax_logq
+from lmrec.training.losses import bce_negatives, full_softmax_ce, make_objective, sampled_softmax_logq
 
 
 def _case() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

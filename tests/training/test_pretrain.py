@@ -10,7 +10,7 @@ import torch
 
 from lmrec import api
 from lmrec.errors import RunError
-from lmrec.train.pretrain import contrastive_loss
+from lmrec.training.pretrain import contrastive_loss
 
 FAST = ["model.hidden=32", "model.max_len=8", "model.experts=2", "train.batch_size=16", "train.lr=0.01"]
 

@@ -109,7 +109,7 @@ def _interrupt_at_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
     """Make training receive SIGINT when epoch `epoch` (0-based) starts, as Ctrl-C would mid-run."""
     import signal
 
-    from lmrec.train.trainer import Trainer
+    from lmrec.training.trainer import Trainer
 
     real = Trainer._epoch
 
@@ -177,7 +177,7 @@ def test_a_run_interrupted_before_its_first_epoch_is_removed(
 
 def test_the_time_budget_does_not_start_an_epoch_that_would_not_fit(cyclic_dataset: Path, tmp_path: Path) -> None:
     from lmrec.config import build_config
-    from lmrec.train.trainer import Trainer
+    from lmrec.training.trainer import Trainer
 
     config = build_config("sasrec", overrides=[*FAST, "train.max_seconds=10"])
     trainer = Trainer(PreparedDataset.load(cyclic_dataset), config, RunDir(tmp_path / "r"), progress=False)
@@ -192,7 +192,7 @@ def test_the_time_budget_does_not_start_an_epoch_that_would_not_fit(cyclic_datas
 def test_a_keyboard_interrupt_in_library_use_flags_the_run_too(
     cyclic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lmrec.train.trainer import Trainer
+    from lmrec.training.trainer import Trainer
 
     real = Trainer._epoch
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmrec.train.windows import WindowSet
+from lmrec.training.windows import WindowSet
 
 
 def _targets(windows: WindowSet, rng_seed: int = 0) -> list[int]:

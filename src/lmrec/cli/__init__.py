@@ -8,9 +8,9 @@ import sys
 import typer
 from rich.console import Console
 
-from lmrec import __version__
 from lmrec.errors import Interrupted, LmrecError
 from lmrec.runtime import signals_interrupt
+from lmrec.version import __version__
 
 app = typer.Typer(
     name="lmrec",

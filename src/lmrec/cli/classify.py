@@ -1,4 +1,5 @@
-"""`lmrec classify train / evaluate / predict`: parsing and tables only; the work is in `lmrec.classify`.
+"""`lmrec classify train / evaluate / predict`: parsing and tables only; the work is in `lmrec.training.classifier`,
+`lmrec.evaluation.classification` and `lmrec.inference.classifier`.
 
 torch and the classifier are imported inside the commands so that `lmrec --help` starts fast.
 """
@@ -48,11 +49,12 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
 ) -> None:
     """Train a behaviour classifier and write RUN/metrics.json (test metrics and the bias baseline's)."""
-    from lmrec import classify
+    from lmrec.models.classifier import make_config
     from lmrec.runtime import configure_threads
+    from lmrec.training.classifier import train_run
 
     configure_threads(threads)
-    config = classify.make_config(
+    config = make_config(
         label=label,
         mode=mode,
         encoder=str(encoder) if encoder else None,
@@ -69,7 +71,7 @@ def train(
         lr=lr,
         seed=seed,
     )
-    metrics = classify.train_run(data, out, config, overwrite=overwrite, progress=True)
+    metrics = train_run(data, out, config, overwrite=overwrite, progress=True)
     examples = metrics["examples"]
     table = Table(title=f"{label} on {metrics['dataset']} ({mode})")
     table.add_column("model")
@@ -98,10 +100,11 @@ def evaluate(
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Bootstrap seed."),
 ) -> None:
     """Test metrics of the run and of its bias baseline, with 95% bootstrap intervals and the paired difference."""
-    from lmrec import classify
+    from lmrec.evaluation.classification import evaluate_run
+    from lmrec.inference.classifier import load_predictions
 
-    intervals = classify.evaluate_run(run, n_resamples=resamples, seed=seed)
-    n = len(classify.load_predictions(run)["label"])
+    intervals = evaluate_run(run, n_resamples=resamples, seed=seed)
+    n = len(load_predictions(run)["label"])
     table = Table(title=f"{run} — test ({n:,} examples)")
     table.add_column("metric")
     for name in intervals:
@@ -131,12 +134,12 @@ def predict(
     threads: int = typer.Option(None, "--threads", help="Torch threads (default LMREC_THREADS or 1)."),
 ) -> None:
     """Probability of the behaviour for a user and items, from the user's full known history."""
-    from lmrec import classify
+    from lmrec.inference.classifier import load_run, predict_user
     from lmrec.runtime import configure_threads
 
     configure_threads(threads)
-    clf = classify.load_run(run, data)
-    predictions = classify.predict_user(clf, user, items)
+    clf = load_run(run, data)
+    predictions = predict_user(clf, user, items)
     table = Table(title=f"P({clf.spec.text}) for user {user}")
     for column in ("item", "title", "probability", "seen"):
         table.add_column(column, justify="right" if column == "probability" else "left")

@@ -138,7 +138,7 @@ def evaluate(
 ) -> None:
     """Full-ranking metrics of a run with 95% bootstrap intervals."""
     from lmrec import api
-    from lmrec.evaluate.tables import metrics_table
+    from lmrec.evaluation.tables import metrics_table
 
     result = api.evaluate(
         run,
@@ -166,7 +166,7 @@ def compare(
 ) -> None:
     """Runs side by side, each with a paired bootstrap test of per-user differences against the first."""
     from lmrec import api
-    from lmrec.evaluate.tables import comparison_table
+    from lmrec.evaluation.tables import comparison_table
 
     if len(runs) < 2:
         raise LmrecError("compare needs at least two run directories.")
@@ -193,10 +193,10 @@ def recommend(
     ),
 ) -> None:
     """Top-k items for a user (original ids, with titles), or for all users into a Parquet file."""
-    from lmrec import api
+    from lmrec.inference.recommender import Recommender, load_reranker
     from lmrec.registry.run import RunDir
 
-    recommender = api.Recommender.load(run, data=data)
+    recommender = Recommender.load(run, data=data)
     if all_users:
         if out is None:
             raise LmrecError("--all-users writes a file: give it with --out recs.parquet.")
@@ -207,7 +207,7 @@ def recommend(
         raise LmrecError("give a user with --user ID, or --all-users --out FILE.")
     if explain and recommender.model.explain_method == "none":
         raise LmrecError(f"model {recommender.model.name} cannot explain its recommendations; drop --explain.")
-    reranker = api.load_reranker(rerank, recommender.dataset) if rerank else None
+    reranker = load_reranker(rerank, recommender.dataset) if rerank else None
     recs = recommender.recommend(
         user,
         k=k,

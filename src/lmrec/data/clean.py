@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import duckdb
 
-from lmrec.data.readers import MAX_EXAMPLES, Loaded
 from lmrec.data.sqlutil import as_text, ident, literal
+from lmrec.data.tables import MAX_EXAMPLES, Loaded
 from lmrec.errors import DataError
 
 BAD_ROW_REASONS = (

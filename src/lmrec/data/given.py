@@ -33,9 +33,11 @@ import pyarrow.parquet as pq
 
 from lmrec.data.clean import Cleaned, raise_first_bad_row
 from lmrec.data.dataset import EXAMPLES, INTERACTIONS, SPLIT_CODES, TRAIN
-from lmrec.data.readers import BENCHMARK_SPLITS, MAX_EXAMPLES, Layout, Loaded, TableSpec, load_table
+from lmrec.data.readers import load_table
+from lmrec.data.recbole import BENCHMARK_SPLITS
 from lmrec.data.splits import build_index
 from lmrec.data.sqlutil import as_text, ident
+from lmrec.data.tables import MAX_EXAMPLES, Layout, Loaded, TableSpec
 from lmrec.errors import DataError
 
 COLUMNS = ("user_id", "item_id_list", "item_id")

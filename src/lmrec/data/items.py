@@ -34,8 +34,8 @@ import duckdb
 from duckdb import sqltypes
 
 from lmrec.data.columns import GUESSES, check_scalar, guess_column
-from lmrec.data.readers import MAX_EXAMPLES, Loaded
 from lmrec.data.sqlutil import as_text, ident, literal
+from lmrec.data.tables import MAX_EXAMPLES, Loaded
 from lmrec.errors import DataError
 
 RECBOLE_ML100K_TEMPLATE = "{movie_title} ({release_year}) | {class}"

@@ -26,18 +26,19 @@ import duckdb
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lmrec import __version__
 from lmrec.data import items as side_tables
 from lmrec.data.clean import Cleaned, Filters, clean
 from lmrec.data.columns import check_scalar, map_columns
 from lmrec.data.dataset import EXAMPLES, FORMAT_VERSION, INTERACTIONS, ITEMS, MANIFEST, USERS, PreparedDataset
 from lmrec.data.given import read_given
-from lmrec.data.readers import Layout, Loaded, detect, load_table, table_spec
+from lmrec.data.readers import detect, load_table, table_spec
 from lmrec.data.registry import sha256_file
 from lmrec.data.splits import SplitSpec, build_index, split_and_write
 from lmrec.data.sql import display_url, is_url, load_sql
+from lmrec.data.tables import Layout, Loaded
 from lmrec.errors import ConfigError, DataError
 from lmrec.runtime import deferred_interrupts
+from lmrec.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -29,38 +29,37 @@ Supported layouts:
   a folder holding them or the review file itself (a lone `*.jsonl` file is `jsonl` unless a `meta_*` file
   is beside it). The meta file is the items table, its list fields (category, description, features, ...)
   read as their non-blank elements joined with ", ".
+
+The MovieLens, RecBole and Amazon layouts are told in `lmrec.data.movielens`, `lmrec.data.recbole` and
+`lmrec.data.amazon`; the types the readers return (`TableSpec`, `Layout`, `Loaded`) are in `lmrec.data.tables`.
 """
 
 from __future__ import annotations
 
-import codecs
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
+from lmrec.data.amazon import (
+    AMAZON_LIST_SEPARATOR,
+    amazon_files,
+    amazon_items,
+    amazon_layout,
+    amazon_meta,
+    amazon_suffix,
+    is_meta,
+)
 from lmrec.data.lines import LineMap, scan_lines, skip_over
+from lmrec.data.movielens import fold_genres, movielens_items, movielens_layout
+from lmrec.data.recbole import recbole_layout, recbole_spec, text_spec
 from lmrec.data.sqlutil import ident, literal
+from lmrec.data.tables import MAX_EXAMPLES, Layout, Loaded, Rejects, TableSpec, path_stem, strip_compression
 from lmrec.errors import DataError
-
-ML100K_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
-    "War", "Western",
-)  # fmt: skip
-
-MOVIELENS_TEMPLATE = "{title} | {genres}"
-# Amazon item text by release (told apart by the file suffix: .json is 2018, .jsonl is 2023).
-AMAZON_TEXT_FIELDS = {".json": ("title", "brand", "category"), ".jsonl": ("title", "store", "categories")}
-AMAZON_LIST_SEPARATOR = ", "
-BENCHMARK_SPLITS = ("train", "valid", "test")
-BENCHMARK_TEXT_TEMPLATE = "{title} | {brand} | {description}"
-_BENCHMARK_NAMES = "NAME.train.inter, NAME.valid.inter, NAME.test.inter"
 
 _EXTENSIONS = {
     ".csv": "csv",
@@ -73,132 +72,9 @@ _EXTENSIONS = {
     ".ndjson": "jsonl",
     ".inter": "recbole",
 }
-_COMPRESSION = (".gz", ".zst")
-MAX_EXAMPLES = 10
 EXAMPLE_TEXT_CHARS = 200  # a rejected line is shown up to this many characters
 SNIFF_MAX_LINE = 1 << 24  # the dialect is sniffed with lines up to 16 MB; rows over 2 MB are then rejected
 _NESTED_TYPES = ("STRUCT", "MAP", "UNION", "JSON")
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """How to read one table: its path, reader kind (csv, parquet, jsonl) and CSV dialect."""
-
-    path: Path
-    kind: str
-    delimiter: str | None = None
-    names: tuple[str, ...] | None = None
-    header: bool = True
-    encoding: str | None = None
-    quote: str | None = None
-    genre_flags: tuple[str, ...] = ()
-    list_separator: str | None = None  # JSON arrays are read as their non-blank elements joined by this
-    json_keys: tuple[str, ...] = ()  # JSON keys read even when no line has them (as nulls)
-    list_strings: bool = False  # Python-list-looking strings are cleaned into plain text (`items.list_text`)
-
-    @property
-    def files(self) -> list[Path]:
-        """The files this table reads (a Parquet folder reads each `*.parquet` in it)."""
-        return sorted(self.path.glob("*.parquet")) if self.path.is_dir() else [self.path]
-
-
-@dataclass(frozen=True)
-class Layout:
-    """A file source: its format, name, events table and optional items and users tables.
-
-    For benchmark files `events` is the training examples file and `given` holds the valid and test ones.
-    """
-
-    format: str
-    name: str
-    events: TableSpec
-    items: TableSpec | None = None
-    users: TableSpec | None = None
-    text_template: str | None = None
-    given: dict[str, TableSpec] | None = None
-
-    def tables(self) -> dict[str, TableSpec]:
-        """The tables to read, by role (events, or train/valid/test for benchmark files; items, users)."""
-        events = {"train": self.events, **self.given} if self.given else {"events": self.events}
-        found = {**events, "items": self.items, "users": self.users}
-        return {role: spec for role, spec in found.items() if spec is not None}
-
-
-@dataclass
-class Rejects:
-    """Lines a reader did not turn into a row: counts by reason, their sorted positions, first examples.
-
-    `lines` are the slots that hold no row: DuckDB record numbers for CSV files (see `lmrec.data.lines`),
-    file lines for JSON Lines files; the examples always carry file lines.
-    """
-
-    counts: dict[str, int] = field(default_factory=dict)
-    lines: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    examples: list[dict] = field(default_factory=list)
-
-
-@dataclass
-class Loaded:
-    """A table loaded into DuckDB: rows in source order (`rowid`), its columns and its rejected lines.
-
-    A row's file line is derived from its `rowid`, the header, the rejected and blank records and the
-    multi-line records of `line_map`. For Parquet and SQL sources the "line" is the 1-based row number.
-    `nested` maps each column holding lists, structs, maps or JSON to a description of its type.
-    """
-
-    table: str
-    columns: list[str]
-    where: str
-    rejects: Rejects = field(default_factory=Rejects)
-    header_lines: int = 0
-    line_map: LineMap = field(default_factory=LineMap)
-    nested: dict[str, str] = field(default_factory=dict)
-    row_lines: np.ndarray | None = None  # the file line of every row, when the reader knows them directly
-    list_strings: bool = False
-
-    def lines_of(self, con: duckdb.DuckDBPyConnection, rows: list[int]) -> dict[int, int]:
-        """Map row ids (`rowid`) to 1-based file line numbers, counting the header."""
-        lines = self.line_numbers(np.asarray(rows, dtype=np.int64))
-        return {int(r): int(line) for r, line in zip(rows, lines, strict=True)}
-
-    def line_numbers(self, rows: np.ndarray) -> np.ndarray:
-        """The 1-based file line of each row id (`rowid`), vectorised."""
-        if self.row_lines is not None:
-            return self.row_lines[rows]
-        records = skip_over(rows, self.rejects.lines, first=self.header_lines + 1)
-        return self.line_map.file_lines(records)
-
-    def examples(self, con: duckdb.DuckDBPyConnection, rows: list[tuple[int, str]]) -> list[dict]:
-        """The examples to show from dropped rows (row id, reason) and the rejected lines, in file order."""
-        lines = self.lines_of(con, [row for row, _ in rows])
-        found = [{"line": lines[row], "reason": reason, "row": row} for row, reason in rows]
-        chosen = pick_examples(found + [dict(example) for example in self.rejects.examples])
-        values = self._values_of(con, [e["row"] for e in chosen if "row" in e])
-        for example in chosen:
-            if "row" in example:
-                example["values"] = values[example.pop("row")]
-        return chosen
-
-    def _values_of(self, con: duckdb.DuckDBPyConnection, rows: list[int]) -> dict[int, dict]:
-        """The original values (as text) of a few rows, by row id."""
-        if not rows:
-            return {}
-        columns = ", ".join(f"CAST({ident(c)} AS VARCHAR)" for c in self.columns)
-        result = con.execute(
-            f"SELECT rowid, {columns} FROM {ident(self.table)} WHERE rowid IN ({', '.join(str(int(r)) for r in rows)})"
-        ).fetchall()
-        return {int(row[0]): dict(zip(self.columns, row[1:], strict=True)) for row in result}
-
-
-def pick_examples(candidates: list[dict], limit: int = MAX_EXAMPLES) -> list[dict]:
-    """The examples to show, in line order: the first of every reason, then the earliest others up to `limit`."""
-    ordered = sorted(candidates, key=lambda example: example["line"])
-    firsts: dict[str, int] = {}
-    for index, example in enumerate(ordered):
-        firsts.setdefault(example["reason"], index)
-    chosen = set(firsts.values())
-    others = [i for i in range(len(ordered)) if i not in chosen][: max(limit - len(chosen), 0)]
-    return [ordered[i] for i in sorted(chosen.union(others))]
 
 
 def detect(
@@ -218,11 +94,11 @@ def detect(
     if columns is not None and fmt not in ("csv", "tsv"):
         raise DataError(f"--columns names the columns of a headerless CSV/TSV file, not of a {fmt} source.")
     if fmt == "movielens":
-        return _movielens(path, encoding)
+        return movielens_layout(path, encoding)
     if fmt == "recbole":
-        return _recbole(path, encoding, given)
+        return recbole_layout(path, encoding, given)
     if fmt == "amazon":
-        return _amazon(path, encoding)
+        return amazon_layout(path, encoding)
     if fmt == "sql":
         raise DataError(f"--format sql reads a database URL such as sqlite:///{path}, not a file path.")
     if path.is_dir() and fmt != "parquet":
@@ -235,7 +111,7 @@ def detect(
         header=columns is None,
         encoding=encoding,
     )
-    return Layout(fmt, _stem(path), spec)
+    return Layout(fmt, path_stem(path), spec)
 
 
 def guess_format(path: Path) -> str:
@@ -248,7 +124,7 @@ def guess_format(path: Path) -> str:
             return "movielens"
         if any(n.endswith(".parquet") for n in names):
             return "parquet"
-        if _amazon_files(path):
+        if amazon_files(path):
             return "amazon"
         raise DataError(
             f"cannot tell the layout of folder {path}: expected NAME.inter (RecBole), u.data, ratings.dat "
@@ -258,9 +134,9 @@ def guess_format(path: Path) -> str:
     name = path.name.lower()
     if name in ("u.data", "ratings.dat") or (name == "ratings.csv" and (path.parent / "movies.csv").exists()):
         return "movielens"
-    if _amazon_suffix(path.name) == ".json" or (_amazon_suffix(path.name) and _amazon_meta(path) is not None):
+    if amazon_suffix(path.name) == ".json" or (amazon_suffix(path.name) and amazon_meta(path) is not None):
         return "amazon"
-    fmt = _EXTENSIONS.get(Path(_strip_compression(name)).suffix)
+    fmt = _EXTENSIONS.get(Path(strip_compression(name)).suffix)
     if fmt is None:
         raise DataError(f"cannot tell the format of {path} from its name; pass --format csv|tsv|parquet|jsonl.")
     return fmt
@@ -270,16 +146,16 @@ def table_spec(path: Path, encoding: str | None = None) -> TableSpec:
     """How to read a side table (items or users) from its name: MovieLens and RecBole files, else by extension."""
     name = path.name.lower()
     if name in ("u.item", "movies.dat", "movies.csv"):
-        return _movielens_items(path, encoding)
+        return movielens_items(path, encoding)
     if name.endswith((".item", ".user")):
-        return _recbole_spec(path, encoding)
+        return recbole_spec(path, encoding)
     if name.endswith(".text"):
-        return _text_spec(path, encoding)
-    if _is_meta(name) and _amazon_suffix(name):
-        return _amazon_items(path, encoding)
+        return text_spec(path, encoding)
+    if is_meta(name) and amazon_suffix(name):
+        return amazon_items(path, encoding)
     if name.endswith(".json"):
         return TableSpec(path, "json-object", encoding=encoding, list_strings=True)
-    fmt = _EXTENSIONS.get(Path(_strip_compression(name)).suffix)
+    fmt = _EXTENSIONS.get(Path(strip_compression(name)).suffix)
     if fmt not in ("csv", "tsv", "parquet", "jsonl"):
         raise DataError(f"cannot tell the format of {path} from its name; use a .csv, .tsv, .parquet or .jsonl file.")
     kind = "csv" if fmt in ("csv", "tsv") else fmt
@@ -298,7 +174,7 @@ def load_table(con: duckdb.DuckDBPyConnection, spec: TableSpec, table: str) -> L
     loaded = loader[spec.kind](con, spec, table)
     _check_encoding(spec, loaded.rejects)
     if spec.genre_flags:
-        _fold_genres(con, loaded, spec.genre_flags)
+        fold_genres(con, loaded, spec.genre_flags)
     loaded.list_strings = spec.list_strings
     return loaded
 
@@ -672,241 +548,3 @@ def _json_value(key: str, list_separator: str | None) -> str:
         f"CASE WHEN json_type(j, {pointer}) = 'ARRAY' "
         f"THEN replace(trim({collapsed}, {unit}), {unit}, {literal(list_separator)}) ELSE j->>{pointer} END"
     )
-
-
-def _fold_genres(con: duckdb.DuckDBPyConnection, loaded: Loaded, flags: tuple[str, ...]) -> None:
-    """Replace ML-100K's 0/1 genre columns by one `genres` column ('Action|Comedy'), as in later MovieLens."""
-    parts = ", ".join(f"CASE WHEN {ident(g)} = '1' THEN {literal(g)} END" for g in flags)
-    table = ident(loaded.table)
-    con.execute(f"ALTER TABLE {table} ADD COLUMN genres VARCHAR")
-    con.execute(f"UPDATE {table} SET genres = NULLIF(concat_ws('|', {parts}), '')")
-    for flag in flags:
-        con.execute(f"ALTER TABLE {table} DROP COLUMN {ident(flag)}")
-    loaded.columns = [c for c in loaded.columns if c not in flags] + ["genres"]
-
-
-def _movielens(path: Path, encoding: str | None = None) -> Layout:
-    """A MovieLens folder or ratings file; `encoding` applies to the ratings and to `movies.csv`."""
-    folder = path if path.is_dir() else path.parent
-    ratings = {
-        "u.data": ("\t", ("user_id", "item_id", "rating", "timestamp"), "u.item"),
-        "ratings.dat": ("::", ("userId", "movieId", "rating", "timestamp"), "movies.dat"),
-        "ratings.csv": (None, None, "movies.csv"),
-    }
-    candidates = ratings if path.is_dir() else {k: v for k, v in ratings.items() if k == path.name}
-    for file, (delimiter, names, items_file) in candidates.items():
-        if not (folder / file).is_file():
-            continue
-        events = TableSpec(
-            folder / file,
-            "csv",
-            delimiter=delimiter,
-            names=names,
-            header=names is None,
-            encoding=encoding,
-            quote="" if names else None,
-        )
-        items = _movielens_items(folder / items_file, encoding) if (folder / items_file).is_file() else None
-        return Layout("movielens", folder.name, events, items, text_template=MOVIELENS_TEMPLATE)
-    raise DataError(f"no MovieLens ratings file (u.data, ratings.dat or ratings.csv) at {path}.")
-
-
-def _movielens_items(path: Path, encoding: str | None = None) -> TableSpec:
-    """A MovieLens movies file: `movies.csv` in `encoding`; the older files' encoding is detected."""
-    name = path.name.lower()
-    if name == "movies.csv":
-        return TableSpec(path, "csv", encoding=encoding)
-    encoding = _utf8_or_latin1(path)
-    if name == "u.item":
-        names = ("item_id", "title", "release_date", "video_release_date", "imdb_url", *ML100K_GENRES)
-        return TableSpec(path, "csv", "|", names, header=False, encoding=encoding, quote="", genre_flags=ML100K_GENRES)
-    return TableSpec(path, "csv", "::", ("movieId", "title", "genres"), header=False, encoding=encoding, quote="")
-
-
-def _utf8_or_latin1(path: Path) -> str:
-    """MovieLens text files are Latin-1 in ML-100K/1M and UTF-8 later: check the bytes, streaming."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                decoder.decode(chunk)
-            decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        return "latin-1"
-    return "utf-8"
-
-
-def _amazon(path: Path, encoding: str | None = None) -> Layout:
-    """Amazon reviews: the review file (a folder's only non-meta JSON lines file) and its meta file, if any."""
-    if path.is_dir():
-        reviews = _amazon_files(path)
-        if len(reviews) != 1:
-            found = ", ".join(p.name for p in reviews) or "none"
-            raise DataError(
-                f"{path} needs exactly one Amazon review file (*.json.gz or *.jsonl.gz besides meta_*; "
-                f"found: {found}); give the file itself."
-            )
-        review = reviews[0]
-    elif _is_meta(path.name):
-        raise DataError(f"{path} is an Amazon metadata file; give the review file or the folder holding both.")
-    else:
-        review = path
-    suffix = _amazon_suffix(review.name)
-    if suffix is None:
-        raise DataError(f"{review} is not an Amazon review file (*.json, *.jsonl, optionally .gz).")
-    meta = _amazon_meta(review)
-    fields = AMAZON_TEXT_FIELDS[suffix]
-    return Layout(
-        "amazon",
-        path.name if path.is_dir() else _stem(path),
-        TableSpec(review, "jsonl", encoding=encoding),
-        _amazon_items(meta, encoding) if meta is not None else None,
-        text_template=" | ".join("{" + f + "}" for f in fields),
-    )
-
-
-def _amazon_items(path: Path, encoding: str | None = None) -> TableSpec:
-    """An Amazon meta file: JSON lines with list fields joined and the default text fields always present."""
-    keys = AMAZON_TEXT_FIELDS.get(_amazon_suffix(path.name), ())
-    return TableSpec(path, "jsonl", encoding=encoding, list_separator=AMAZON_LIST_SEPARATOR, json_keys=keys)
-
-
-def _amazon_suffix(name: str) -> str | None:
-    """The suffix ".json" or ".jsonl" when `name` is a JSON (lines) file, compressed or not; else None."""
-    suffix = Path(_strip_compression(name.lower())).suffix
-    return suffix if suffix in AMAZON_TEXT_FIELDS else None
-
-
-def _amazon_files(folder: Path, meta: bool = False) -> list[Path]:
-    """The JSON (lines) files of a folder: the review files, or with `meta` the `meta_*` files."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and _amazon_suffix(p.name) and _is_meta(p.name) == meta)
-
-
-def _is_meta(name: str) -> bool:
-    return name.lower().startswith("meta_")
-
-
-def _amazon_meta(review: Path) -> Path | None:
-    """The meta file beside a review file: `meta_CATEGORY.*` (reviews `CATEGORY[_5].*`), else the only `meta_*`."""
-    metas = _amazon_files(review.parent, meta=True)
-    category = _stem(review).removesuffix("_5")
-    named = [p for p in metas if _stem(p) == f"meta_{category}"]
-    if named:
-        return named[0]
-    return metas[0] if len(metas) == 1 else None
-
-
-def _recbole(path: Path, encoding: str | None = None, given: bool = False) -> Layout:
-    """RecBole atomic files (`NAME.inter`), or benchmark files when only they are there or `given` is asked."""
-    if path.is_file():
-        stem = _benchmark_stem(path.name)
-        if stem is not None:
-            return _benchmark(path.parent, stem, encoding)
-        if given:
-            raise DataError(
-                f"{path} is not a RecBole benchmark file (NAME.train.inter, NAME.valid.inter, NAME.test.inter)."
-            )
-        return _recbole_atomic(path, encoding)
-    stems = sorted({s for p in path.glob("*.inter") if (s := _benchmark_stem(p.name)) is not None})
-    atomic = sorted(p for p in path.glob("*.inter") if _benchmark_stem(p.name) is None)
-    if stems and (given or not atomic):
-        if len(stems) != 1:
-            raise DataError(f"{path} holds benchmark files of {', '.join(stems)}; give one of their files itself.")
-        return _benchmark(path, stems[0], encoding)
-    if given:
-        raise DataError(f"{path} has no RecBole benchmark files ({_BENCHMARK_NAMES}).")
-    named = path / f"{path.name}.inter"
-    if named.is_file():
-        return _recbole_atomic(named, encoding)
-    if len(atomic) != 1:
-        found = ", ".join(p.name for p in atomic) or "none"
-        raise DataError(f"{path} needs exactly one NAME.inter file (found: {found}); give the file itself.")
-    return _recbole_atomic(atomic[0], encoding)
-
-
-def _recbole_atomic(inter: Path, encoding: str | None) -> Layout:
-    """RecBole atomic files: `NAME.inter` with `NAME.item` and `NAME.user` beside it when they exist."""
-    stem = inter.name[: -len(inter.suffix)]
-    side = {ext: inter.with_name(f"{stem}.{ext}") for ext in ("item", "user")}
-    return Layout(
-        "recbole",
-        stem,
-        _recbole_spec(inter, encoding),
-        items=_recbole_spec(side["item"], encoding) if side["item"].is_file() else None,
-        users=_recbole_spec(side["user"], encoding) if side["user"].is_file() else None,
-    )
-
-
-def _benchmark_stem(name: str) -> str | None:
-    """NAME of a benchmark file `NAME.train.inter`, `NAME.valid.inter` or `NAME.test.inter`; else None."""
-    for split in BENCHMARK_SPLITS:
-        suffix = f".{split}.inter"
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return None
-
-
-def _benchmark(folder: Path, stem: str, encoding: str | None) -> Layout:
-    """RecBole benchmark files of `stem` in `folder`, with the first item side file found and `NAME.user`."""
-    files = {split: folder / f"{stem}.{split}.inter" for split in BENCHMARK_SPLITS}
-    missing = [path.name for path in files.values() if not path.is_file()]
-    if missing:
-        raise DataError(f"RecBole benchmark files of {stem} in {folder} lack {', '.join(missing)}.")
-    specs = {split: _recbole_spec(path, encoding) for split, path in files.items()}
-    items = next(
-        (folder / f"{stem}{ext}" for ext in (".item.json", ".item", ".text") if (folder / f"{stem}{ext}").is_file()),
-        None,
-    )
-    users = folder / f"{stem}.user"
-    return Layout(
-        "recbole-benchmark",
-        stem,
-        specs.pop("train"),
-        items=_benchmark_items(items, encoding) if items is not None else None,
-        users=_recbole_spec(users, encoding) if users.is_file() else None,
-        text_template=BENCHMARK_TEXT_TEMPLATE,
-        given=specs,
-    )
-
-
-def _benchmark_items(path: Path, encoding: str | None) -> TableSpec:
-    """The item side file of benchmark files, its Python-list-looking strings read as plain text."""
-    if path.name.endswith(".item.json"):
-        return TableSpec(path, "json-object", encoding=encoding, list_strings=True)
-    if path.name.endswith(".text"):
-        return _text_spec(path, encoding)
-    return replace(_recbole_spec(path, encoding), list_strings=True)
-
-
-def _text_spec(path: Path, encoding: str | None = None) -> TableSpec:
-    """A UniSRec text file: `item_id<TAB>text` per line, with or without a header (`item_id:token ...`)."""
-    with path.open(encoding=encoding or "utf-8", errors="replace") as handle:
-        first = handle.readline().split("\t", 1)[0].strip().lower()
-    if first.startswith("item_id"):
-        return replace(_recbole_spec(path, encoding), list_strings=True)
-    return TableSpec(
-        path, "csv", "\t", ("item_id", "text"), header=False, encoding=encoding, quote="", list_strings=True
-    )
-
-
-def _recbole_spec(path: Path, encoding: str | None = None) -> TableSpec:
-    """RecBole atomic file: tab separated, no quoting, header `name:type` read with the types removed."""
-    if not path.is_file():
-        raise DataError(f"{path} does not exist.")
-    with path.open(encoding=encoding or "utf-8", errors="replace") as handle:
-        header = handle.readline().rstrip("\r\n")
-    if not header:
-        raise DataError(f"{path} is empty.")
-    names = tuple(col.rpartition(":")[0] if ":" in col else col for col in header.split("\t"))
-    return TableSpec(path, "csv", "\t", names, header=True, encoding=encoding, quote="")
-
-
-def _strip_compression(name: str) -> str:
-    for suffix in _COMPRESSION:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def _stem(path: Path) -> str:
-    return Path(_strip_compression(path.name)).stem if path.is_file() else path.name

@@ -30,8 +30,9 @@ import duckdb
 import numpy as np
 
 from lmrec.data.clean import MILLISECONDS_FROM
-from lmrec.data.readers import TableSpec, load_table
+from lmrec.data.readers import load_table
 from lmrec.data.sqlutil import literal
+from lmrec.data.tables import TableSpec
 from lmrec.errors import DataError
 
 log = logging.getLogger(__name__)

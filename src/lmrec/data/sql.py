@@ -17,8 +17,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from lmrec.data.readers import Loaded, nested_columns, sql_error
+from lmrec.data.readers import nested_columns, sql_error
 from lmrec.data.sqlutil import ident
+from lmrec.data.tables import Loaded
 from lmrec.errors import DataError
 
 CHUNK_ROWS = 100_000

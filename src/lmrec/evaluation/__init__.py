@@ -1,11 +1,11 @@
 """Evaluation: ranking and classification metrics, the full-ranking evaluator, bootstrap tests, tables.
 
-`lmrec.evaluate(run, ...)` calls `lmrec.api.evaluate`; `lmrec.evaluate.evaluate(model, dataset)` is the evaluator.
+`lmrec.evaluate(run, ...)` evaluates a run (`lmrec.api.evaluate`); `lmrec.evaluation.evaluate(model, dataset)`
+evaluates a model.
 """
 
-from lmrec._callable import callable_package
-from lmrec.evaluate.evaluator import DEFAULT_KS, SAMPLED_PREFIX, EvalResult, Evaluator, evaluate, ranking_keys
-from lmrec.evaluate.metrics import (
+from lmrec.evaluation.evaluator import DEFAULT_KS, SAMPLED_PREFIX, EvalResult, Evaluator, evaluate, ranking_keys
+from lmrec.evaluation.metrics import (
     RANKING_METRICS,
     accuracy,
     average_ranks,
@@ -27,7 +27,7 @@ from lmrec.evaluate.metrics import (
     recall_at_k,
     roc_auc,
 )
-from lmrec.evaluate.stats import (
+from lmrec.evaluation.stats import (
     Interval,
     PairedTest,
     bootstrap_ci,
@@ -40,7 +40,7 @@ from lmrec.evaluate.stats import (
     seed_averaged,
     seed_averaged_deltas,
 )
-from lmrec.evaluate.tables import comparison_table, is_per_example, metrics_table
+from lmrec.evaluation.tables import comparison_table, is_per_example, metrics_table
 
 __all__ = [
     "DEFAULT_KS",
@@ -84,5 +84,3 @@ __all__ = [
     "seed_averaged",
     "seed_averaged_deltas",
 ]
-
-callable_package(__name__, "evaluate")

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from lmrec.data.dataset import TRAIN, PreparedDataset
 from lmrec.errors import DataError, RunError
-from lmrec.evaluate.metrics import coverage_at_k, popularity_at_k, ranking_metric, ranking_metrics
+from lmrec.evaluation.metrics import coverage_at_k, popularity_at_k, ranking_metric, ranking_metrics
 from lmrec.models.base import SequentialRecommender
 
 SAMPLED_PREFIX = "sampled_"

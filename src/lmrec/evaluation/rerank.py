@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from lmrec.evaluate.evaluator import EvalResult
-from lmrec.evaluate.metrics import ranking_metrics
+from lmrec.evaluation.evaluator import EvalResult
+from lmrec.evaluation.metrics import ranking_metrics
 
 
 def reranked_ranks(ranks: np.ndarray, targets: np.ndarray, reordered: np.ndarray) -> np.ndarray:

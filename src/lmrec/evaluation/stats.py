@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lmrec.errors import RunError
-from lmrec.evaluate.evaluator import EvalResult
+from lmrec.evaluation.evaluator import EvalResult
 
 DEFAULT_RESAMPLES = 1000
 _MAX_DRAWS = 4_000_000  # resampled values held in memory at once

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from rich import box
 from rich.table import Table
 
-from lmrec.evaluate.evaluator import SAMPLED_PREFIX, EvalResult
-from lmrec.evaluate.metrics import RANKING_METRICS
-from lmrec.evaluate.stats import DEFAULT_RESAMPLES, bootstrap_ci, check_same_targets, compare
+from lmrec.evaluation.evaluator import SAMPLED_PREFIX, EvalResult
+from lmrec.evaluation.metrics import RANKING_METRICS
+from lmrec.evaluation.stats import DEFAULT_RESAMPLES, bootstrap_ci, check_same_targets, compare
 
 
 def is_per_example(metric: str) -> bool:

@@ -49,7 +49,7 @@ Objective = Callable[..., Tensor]
 """A training objective: (hidden [N, d], targets [N] item ids > 0, item table [n_items+1, d],
 extra [N, n_items+1] additive logits or None) → scalar loss.
 
-Objectives are built by `lmrec.train.losses` and injected by the trainer as `model.objective`.
+Objectives are built by `lmrec.training.losses` and injected by the trainer as `model.objective`.
 """
 
 
@@ -131,7 +131,7 @@ class SequentialRecommender(nn.Module):
     def loss(self, batch: Batch) -> Tensor:
         """Next-item loss over every fresh target of the batch, using the injected objective."""
         if self.objective is None:
-            raise TypeError("no training objective set; the trainer injects one from lmrec.train.losses")
+            raise TypeError("no training objective set; the trainer injects one from lmrec.training.losses")
         inputs, targets = batch.next_item
         hidden = self.hidden(inputs)
         keep = targets > 0

@@ -9,7 +9,8 @@ that are defined for users the training log never saw (`HISTORY_FEATURES`: their
 their labels departed from the items' training rates, and that departure on items whose text resembles
 the candidate's), whose residual the language model explains from the texts. Users and items without
 training examples use slot 0 of their bias table (the fallback).
-Building the backbone from a folder and training live in `lmrec.classify`; this module reads no files.
+Building the backbone from a folder is in `lmrec.inference.classifier`, training in `lmrec.training.classifier`;
+this module reads no files.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 FALLBACK = 0  # bias-table slot of users and items without training examples
 HISTORY_JOIN = " ; "
 RATE_PSEUDO_COUNT = 5.0  # prior events at the training rate that a user's past label rate is shrunk with
-# Columns of the history-feature matrix that enters the bias terms (computed by `lmrec.classify`).
+# Columns of the history-feature matrix that enters the bias terms (computed by `lmrec.models.classifier`).
 HISTORY_FEATURES = ("past_rate", "past_residual", "text_affinity")
 
 

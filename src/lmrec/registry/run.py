@@ -19,12 +19,12 @@ from typing import Any, Literal
 
 import torch
 
-from lmrec import __version__
 from lmrec.atomic import atomic_write, atomic_write_json, atomic_write_text, read_json_object
 from lmrec.config import RunConfig, dump_config, load_yaml, validate_config
 from lmrec.errors import RunError
 from lmrec.locks import file_lock, is_locked
 from lmrec.models.base import SequentialRecommender, build_model
+from lmrec.version import __version__
 
 State = Literal["running", "interrupted", "failed", "finished", "killed"]
 LOCK_NAME = ".lock"

@@ -22,7 +22,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from lmrec import __version__
 from lmrec.config import EXCLUDE_SEEN_DEFAULT
 from lmrec.errors import ExplanationUnavailable, LmrecError
 from lmrec.serve import schemas as s
@@ -40,6 +39,7 @@ from lmrec.serve.service import (
     ServiceConfig,
 )
 from lmrec.serve.store import IdempotencyConflict
+from lmrec.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lmrec.api import Recommender
-from lmrec.errors import ConfigError, LmrecError
+from lmrec.errors import LmrecError
+from lmrec.inference.recommender import Recommender
 from lmrec.models.base import SequentialRecommender
 from lmrec.serve.retrieval import EXACT_LIMIT, InnerProductIndex, normalised
 from lmrec.serve.store import StoredEvent, StoredItem
@@ -261,7 +261,7 @@ class Engine:
                 f"model {model.name} scores items by learned ID embeddings only, so it cannot score new items; "
                 "serve an lmrec model (lmrec train --model lmrec) to add items by their text."
             )
-        from lmrec.text.items import encode_items, encoder_options
+        from lmrec.text.table import text_table
 
         for item in items:
             if item.item_id not in self.item_index:
@@ -271,13 +271,7 @@ class Engine:
                 self._added_titles[self.item_index[item.item_id]] = item.title
             elif self.item_index[item.item_id] > self.dataset.n_items:
                 self._added_titles[self.item_index[item.item_id]] = item.text[:80]
-        vectors, _ = encode_items(
-            [None, *(i.text for i in items)], ["", *(i.item_id for i in items)], **encoder_options(model.config)
-        )
-        if vectors.shape[1] != model.text_emb.shape[1]:
-            raise ConfigError(
-                f"the encoder gives {vectors.shape[1]}-dimensional vectors, the model reads {model.text_emb.shape[1]}."
-            )
+        vectors, _ = text_table(model.config, [None, *(i.text for i in items)], ["", *(i.item_id for i in items)])
         return _extended_lmrec(model, self.n_items, [self.item_index[i.item_id] for i in items], vectors[1:])
 
 

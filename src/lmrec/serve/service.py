@@ -18,8 +18,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from lmrec.api import Recommender
 from lmrec.errors import LmrecError, RunError
+from lmrec.inference.recommender import Recommender
 from lmrec.registry.run import RunDir
 from lmrec.registry.versions import ModelRegistry
 from lmrec.serve import schemas as s
@@ -436,15 +436,15 @@ class Service:
 
     @staticmethod
     def _load_classifier(run: Path):
-        from lmrec.classify import load_run
+        from lmrec.inference.classifier import load_run
 
         return load_run(run)
 
     def predict(self, request: s.PredictRequest) -> s.Predictions:
         """Probabilities of the classifier's behaviour for a user and items, after the user's live history
         (the classifier's dataset, then every stored event), like every other endpoint."""
-        from lmrec.classify import predict_user
         from lmrec.errors import DataError
+        from lmrec.inference.classifier import predict_user
 
         if self.classifier is None:
             raise NotConfigured("no behaviour classifier is configured; start the service with --classifier RUN.")

@@ -1,5 +1,1 @@
-"""Training: the trainer loop, objectives and windows. `lmrec.train(...)` calls `lmrec.api.train`."""
-
-from lmrec._callable import callable_package
-
-callable_package(__name__, "train")
+"""Training: the trainer loop, objectives, windows and pre-training (`lmrec.train(...)` is `lmrec.api.train`)."""

@@ -21,10 +21,10 @@ from tqdm.auto import tqdm
 
 from lmrec.config import RunConfig
 from lmrec.data.dataset import PreparedDataset
-from lmrec.evaluate.evaluator import Evaluator
+from lmrec.evaluation.evaluator import Evaluator
 from lmrec.models.base import Batch, SequentialRecommender
-from lmrec.train.losses import full_softmax_ce
-from lmrec.train.windows import WindowSet
+from lmrec.training.losses import full_softmax_ce
+from lmrec.training.windows import WindowSet
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ from tqdm.auto import tqdm
 from lmrec.config import RunConfig
 from lmrec.data.dataset import PreparedDataset
 from lmrec.errors import ConfigError, DataError, RunError
-from lmrec.evaluate.evaluator import Evaluator
+from lmrec.evaluation.evaluator import Evaluator
 from lmrec.models.base import SequentialRecommender, build_model
 from lmrec.registry.run import RunDir
 from lmrec.runtime import configure_threads
-from lmrec.train.losses import make_objective
-from lmrec.train.windows import WindowSet
+from lmrec.training.losses import make_objective
+from lmrec.training.windows import WindowSet
 
 log = logging.getLogger(__name__)
 
