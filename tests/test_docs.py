@@ -30,6 +30,7 @@ SKIP = {
     "make demo": "the contract's main job; CI and people run it, not the test suite",
     "make test": "the contract's test command; this test is part of it",
     "--store postgresql://lmrec:secret@db/lmrec --workers 4": "needs a PostgreSQL server at host db",
+    "--every 6h": "retrains every six hours until stopped",
 }
 USERS = ("1", "42")  # the users the docs name, plus the SMALL users with the fewest ratings
 SMALL = 12

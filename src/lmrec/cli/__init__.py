@@ -51,12 +51,13 @@ def _register_groups() -> None:
     """Attach the command groups once (main may run many times in one process, as in the tests)."""
     if app.registered_groups:
         return
-    from lmrec.cli import classify, data, run, serve
+    from lmrec.cli import classify, data, retrain, run, serve
 
     app.add_typer(data.app, name="data", help="Read, clean, sequence and split behaviour logs.")
     run.register(app)
     app.add_typer(classify.app, name="classify", help="Predict a behaviour (like, click, purchase) per user and item.")
     serve.register(app)  # `lmrec serve` and the `lmrec registry` group
+    retrain.register(app)
 
 
 def _command(argv: list[str]) -> str:

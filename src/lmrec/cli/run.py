@@ -59,6 +59,12 @@ def train(
         None, "--init", metavar="CKPT", help="Start from a pre-trained checkpoint (lmrec pretrain)."
     ),
     inductive: bool = typer.Option(False, "--inductive", help="lmrec without ID embeddings (new catalogues)."),
+    warm_start: Path = typer.Option(
+        None,
+        "--warm-start",
+        metavar="RUN",
+        help="Continue a run (or registry version folder) trained on an earlier preparation of this catalogue.",
+    ),
 ) -> None:
     """Train a model, evaluate its best checkpoint on valid and test, and write RUN/metrics.json.
 
@@ -79,6 +85,7 @@ def train(
         resume=resume,
         progress=True,
         init=init,
+        warm_start=warm_start,
     )
     table = Table(title=f"{metrics['model']} on {metrics['dataset']}")
     table.add_column("split")

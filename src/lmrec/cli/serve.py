@@ -9,6 +9,7 @@ import ipaddress
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,10 +18,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lmrec.errors import Interrupted, LmrecError
+from lmrec.errors import Interrupted, LmrecError, RunError
 
 console = Console(soft_wrap=True)
-registry_app = typer.Typer(no_args_is_help=True, help="Numbered model versions: add, promote, roll back, list.")
+registry_app = typer.Typer(no_args_is_help=True, help="Numbered model versions: add, promote, roll back, list, show.")
 
 RegistryOption = typer.Option(None, "--registry", help="Registry directory (default $LMREC_REGISTRY or ./registry).")
 NewCatalogueOption = typer.Option(
@@ -58,6 +59,14 @@ def serve(
     log_level: str = typer.Option(
         "info", "--log-level", help="uvicorn's log level: critical, error, warning, info, debug or trace."
     ),
+    feedback_log: Path = typer.Option(
+        None,
+        "--feedback-log",
+        help="Online feedback log (default: REGISTRY/feedback/served-PID.jsonl; none for a run).",
+    ),
+    feedback_window: int = typer.Option(
+        1, "--feedback-window", min=1, help="A recommendation not hit within the user's next N events is a miss."
+    ),
 ) -> None:
     """Serve recommendations over HTTP (FastAPI under uvicorn) with a durable event store."""
     import uvicorn
@@ -80,6 +89,8 @@ def serve(
         "poll_interval": poll,
         "history_ttl": ttl,
         "allow_new_catalogue": allow_new_catalogue,
+        "feedback_log": str(feedback_log) if feedback_log else None,
+        "feedback_window": feedback_window,
     }
     options = {"host": host, "port": port, "log_level": log_level, "access_log": False}
     if workers > 1:
@@ -102,6 +113,8 @@ def serve(
         poll_interval=poll,
         history_ttl=ttl,
         allow_new_catalogue=allow_new_catalogue,
+        feedback_log=feedback_log,
+        feedback_window=feedback_window,
     )
     with _graceful_stop():
         uvicorn.Server(uvicorn.Config(create_app(config), **options)).run()
@@ -177,6 +190,82 @@ def registry_list(registry: Path = RegistryOption) -> None:
         scores = [f"{v.metrics.get('test', {}).get(k, float('nan')):.4f}" for k in keys]
         table.add_row(str(v.version), marker, v.model, v.fingerprint[:12], *scores, v.source)
     console.print(table)
+
+
+@registry_app.command("show")
+def registry_show(
+    version: int = typer.Argument(None, metavar="VERSION", help="Version number (default: the promoted one)."),
+    registry: Path = RegistryOption,
+) -> None:
+    """One version: model, data, test metrics, and online figures from the services' feedback logs."""
+    from lmrec.registry.versions import ModelRegistry
+
+    reg = ModelRegistry(registry)
+    promoted = reg.promoted()
+    if version is None and promoted is None:
+        raise RunError(f"registry {reg.root} has no promoted version; name one: `lmrec registry show VERSION`.")
+    entry = reg.get(version) if version is not None else promoted
+    marker = " (promoted)" if promoted is not None and entry.version == promoted.version else ""
+    lines = [
+        f"version {entry.version}{marker}",
+        f"model: {entry.model}",
+        f"dataset: {entry.dataset} (data {entry.fingerprint[:12]})",
+        f"source: {entry.source}",
+        f"added: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(entry.added_at))}",
+    ]
+    for split, scores in entry.metrics.items():
+        shown = [f"{k} {_figure(scores[k])}" for k in SHOWN_METRICS if k in scores]
+        lines.append(f"{split}: {', '.join(shown) or 'no metrics'}")
+    lines += _retrain_lines(entry)
+    lines.append(_online(reg.root, entry.version))
+    console.print("\n".join(lines), markup=False, highlight=False)
+
+
+SHOWN_METRICS = ("hr@5", "hr@10", "ndcg@10", "coverage@10")  # the offline twins of the online figures
+
+
+def _online(root: Path, version: int) -> str:
+    """The online figures of a version, aggregated from the registry's feedback logs, as one line."""
+    from lmrec.registry.feedback import RANKS, feedback_dir, read_feedback
+
+    folder = feedback_dir(root)
+    summary = read_feedback(folder)
+    where = f"{summary.files} feedback log(s) in {folder}"
+    if summary.skipped:
+        where += f", {summary.skipped} malformed line(s) skipped"
+    figures = summary.versions.get(str(version))
+    if figures is None:
+        return f"online: nothing served by version {version} yet ({where})"
+    hit_rates = ", ".join(f"HR@{k} {_figure(figures.hit_rate(k))}" for k in RANKS)
+    return (
+        f"online: {figures.served} served, {figures.resolved} resolved, {hit_rates}, "
+        f"NDCG@10 {_figure(figures.ndcg)}, coverage@10 {_figure(figures.coverage)} ({where})"
+    )
+
+
+def _retrain_lines(entry) -> list[str]:
+    """Lineage and gate result of a version made by `lmrec retrain` (none for one added by hand)."""
+    lines = []
+    lineage, gate = entry.lineage, entry.gate
+    if lineage:
+        lines.append(
+            f"lineage: from version {lineage.get('parent_version')}, {lineage.get('events_used', 0):,} new events "
+            f"(store ids up to {lineage.get('events_through')}), snapshot {str(lineage.get('snapshot', ''))[:12]}"
+        )
+    if gate:
+        lines.append(
+            f"gate: NDCG@10 {_figure(gate.get('candidate'))} against {_figure(gate.get('current'))} of version "
+            f"{lineage.get('parent_version')} on the last {gate.get('window', {}).get('events', 0):,} events; "
+            f"{gate.get('reason')} → {'promoted' if gate.get('promoted') else 'not promoted'}"
+        )
+    return lines
+
+
+def _figure(value: object) -> str:
+    """A metric with 4 decimals; n/a before it can be computed (or when it is not a number)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:.4f}"
+    return "n/a"
 
 
 def register(app: typer.Typer) -> None:

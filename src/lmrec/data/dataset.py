@@ -36,6 +36,7 @@ from lmrec.atomic import read_json_object
 from lmrec.errors import DataError
 
 MANIFEST = "manifest.json"
+LINEAGE = "lineage.json"  # written by `lmrec retrain` into the snapshots it prepares
 INTERACTIONS = "interactions.parquet"
 USERS = "users.parquet"
 ITEMS = "items.parquet"
@@ -152,6 +153,30 @@ class PreparedDataset:
     def fingerprint(self) -> str:
         """Identifies the exact preparation (source content and options); runs record it."""
         return str(self.manifest["fingerprint"])
+
+    @cached_property
+    def lineage(self) -> dict:
+        """Where a retraining snapshot comes from: `extends` (fingerprints of the preparations whose users
+        and items it keeps, oldest first), `events_through` (the last event-store id it holds); {} otherwise."""
+        path = self.path / LINEAGE
+        if not path.is_file():
+            return {}
+        lineage = read_json_object(path, DataError, "retrain again to rebuild the snapshot")
+        through, extends = lineage.get("events_through"), lineage.get("extends")
+        if not (isinstance(through, int) and through >= 0 and isinstance(extends, list)):
+            raise DataError(f"{path} needs events_through (an id) and extends (a list); retrain again.")
+        if not all(isinstance(f, str) for f in extends):
+            raise DataError(f"{path} lists fingerprints that are not strings; retrain again.")
+        return lineage
+
+    @property
+    def events_through(self) -> int:
+        """The last event-store id this preparation holds (0: none; the service adds only later events)."""
+        return int(self.lineage.get("events_through", 0))
+
+    def extends(self, fingerprint: str) -> bool:
+        """Whether this preparation keeps every user and item of the one with `fingerprint` (or is it)."""
+        return fingerprint == self.fingerprint or fingerprint in self.lineage.get("extends", [])
 
     @property
     def lengths(self) -> np.ndarray:

@@ -90,6 +90,9 @@ class SequentialRecommender(nn.Module):
     trainable: ClassVar[bool] = True
     uses_item_text: bool = False  # reads item text; a class default that an instance may switch off
     explain_method: ClassVar[str] = "occlusion"
+    # State entries whose rows are items (row i = item id i; rows past n_items, such as a [MASK] token,
+    # follow): a warm start onto a grown catalogue copies them row by row, matched by original item id.
+    item_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, n_items: int, config: ModelConfig) -> None:
         super().__init__()

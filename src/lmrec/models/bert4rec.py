@@ -44,6 +44,7 @@ class BERT4Rec(SequentialRecommender):
 
     Config = BERT4RecConfig
     explain_method = "attention"
+    item_keys = ("item_emb.weight", "out_bias")
 
     def __init__(self, n_items: int, config: BERT4RecConfig) -> None:
         super().__init__(n_items, config)

@@ -28,6 +28,7 @@ class GRU4Rec(SequentialRecommender):
     """Recurrent next-item model: embedding → dropout → GRU → projection, scored by the item table."""
 
     Config = GRU4RecConfig
+    item_keys = ("item_emb.weight",)
 
     def __init__(self, n_items: int, config: GRU4RecConfig) -> None:
         super().__init__(n_items, config)

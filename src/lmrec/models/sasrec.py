@@ -35,6 +35,7 @@ class SASRec(SequentialRecommender):
 
     Config = SASRecConfig
     explain_method = "attention"
+    item_keys = ("item_emb.weight",)
 
     def __init__(self, n_items: int, config: SASRecConfig) -> None:
         super().__init__(n_items, config)

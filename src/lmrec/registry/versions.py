@@ -17,11 +17,12 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lmrec.atomic import atomic_write_json, read_json_object
+from lmrec.data.dataset import LINEAGE
 from lmrec.errors import RunError
 from lmrec.locks import file_lock
 from lmrec.registry.run import RunDir
@@ -49,6 +50,8 @@ class ModelVersion:
     fingerprint: str
     metrics: dict[str, Any]
     added_at: float
+    lineage: dict[str, Any] = field(default_factory=dict)  # a retrained version: parent, snapshot, events
+    gate: dict[str, Any] = field(default_factory=dict)  # a retrained version: the promotion gate's result
 
 
 class ModelRegistry:
@@ -83,8 +86,16 @@ class ModelRegistry:
         index = self._read()
         return self.get(index["promoted"]) if index["promoted"] is not None else None
 
-    def add(self, run: str | Path, promote: bool = False, allow_new_catalogue: bool = False) -> ModelVersion:
-        """Copy a finished run in as the next version (and promote it when asked)."""
+    def add(
+        self,
+        run: str | Path,
+        promote: bool = False,
+        allow_new_catalogue: bool = False,
+        lineage: dict[str, Any] | None = None,
+        gate: dict[str, Any] | None = None,
+    ) -> ModelVersion:
+        """Copy a finished run in as the next version (and promote it when asked), with the lineage and gate
+        result of a retrained version; the index changes in one atomic write, or not at all."""
         rundir = RunDir(run)
         info = rundir.info()
         unfinished = rundir.unfinished_note()
@@ -93,10 +104,12 @@ class ModelRegistry:
         metrics = rundir.metrics()
         if not rundir.model_file.is_file():
             raise RunError(f"run {rundir.path} has no model/model.pt; it did not finish training.")
+        extends = _extends(info.get("dataset", ""))
         with self._locked() as index:
             number = max((v["version"] for v in index["versions"]), default=0) + 1
             if promote and not allow_new_catalogue:
-                self._check_catalogue(index, f"run {rundir.path}", info.get("fingerprint", ""), info.get("dataset", ""))
+                what, fingerprint = f"run {rundir.path}", info.get("fingerprint", "")
+                self._check_catalogue(index, what, fingerprint, info.get("dataset", ""), extends)
             target = self.root / "versions" / str(number)
             staging = self.root / "versions" / f".{number}.staging"
             shutil.rmtree(staging, ignore_errors=True)
@@ -117,6 +130,9 @@ class ModelRegistry:
                 "fingerprint": info.get("fingerprint", ""),
                 "metrics": {k: metrics[k] for k in ("valid", "test") if k in metrics},
                 "added_at": time.time(),
+                **({"extends": extends} if extends else {}),
+                **({"lineage": lineage} if lineage else {}),
+                **({"gate": gate} if gate else {}),
             }
             index["versions"].append(entry)
             _log(index, "add", number)
@@ -146,17 +162,21 @@ class ModelRegistry:
         if entry is None:
             raise RunError(f"version {version} is not in registry {self.root}; see `lmrec registry list`.")
         if not allow_new_catalogue:
-            self._check_catalogue(index, f"version {version}", entry["fingerprint"], entry["dataset"])
+            what = f"version {version}"
+            self._check_catalogue(index, what, entry["fingerprint"], entry["dataset"], entry.get("extends", []))
         new_catalogue = index["promoted"] is not None and _new_catalogue(index, index["promoted"], version)
         index["promoted"] = version
         if index["stack"][-1:] != [version]:
             index["stack"].append(version)
         _log(index, "promote", version, new_catalogue)
 
-    def _check_catalogue(self, index: dict[str, Any], what: str, fingerprint: str, dataset: str) -> None:
-        """Refuse to promote what was trained on another dataset than the promoted version (by fingerprint)."""
+    def _check_catalogue(
+        self, index: dict[str, Any], what: str, fingerprint: str, dataset: str, extends: list[str]
+    ) -> None:
+        """Refuse to promote what was trained on another dataset than the promoted version (by fingerprint),
+        unless that dataset extends the promoted one's (a retraining snapshot keeps its users and items)."""
         promoted = _entry(index, index["promoted"]) if index["promoted"] is not None else None
-        if promoted is not None and promoted["fingerprint"] != fingerprint:
+        if promoted is not None and promoted["fingerprint"] != fingerprint and promoted["fingerprint"] not in extends:
             raise RunError(
                 f"{what} was trained on another dataset ({dataset}, data {fingerprint[:12]}) than the promoted "
                 f"version {promoted['version']} ({promoted['dataset']}, data {promoted['fingerprint'][:12]}); "
@@ -174,6 +194,8 @@ class ModelRegistry:
             fingerprint=entry["fingerprint"],
             metrics=entry["metrics"],
             added_at=float(entry["added_at"]),
+            lineage=dict(entry.get("lineage", {})),
+            gate=dict(entry.get("gate", {})),
         )
 
     def _check_root(self) -> None:
@@ -217,6 +239,15 @@ def _well_formed(index: dict[str, Any]) -> bool:
     numbers = {entry["version"] for entry in versions}
     promoted = index.get("promoted")
     return (promoted is None or promoted in numbers) and all(v in numbers for v in stack)
+
+
+def _extends(dataset: str) -> list[str]:
+    """The fingerprints whose users and items a run's dataset keeps (a retraining snapshot's lineage)."""
+    path = Path(dataset) / LINEAGE
+    if not dataset or not path.is_file():
+        return []
+    extends = read_json_object(path, RunError, "retrain again to rebuild the snapshot").get("extends", [])
+    return [str(f) for f in extends] if isinstance(extends, list) else []
 
 
 def _entry(index: dict[str, Any], version: int) -> dict[str, Any] | None:

@@ -119,9 +119,12 @@ class Engine:
         return np.asarray(known, dtype=np.int64), unknown
 
     def live_sequence(self, user_id: str, stored: Sequence[StoredEvent]) -> LiveSequence:
-        """Training history from the dataset, then every stored event in time order (unknown items skipped)."""
+        """Training history from the dataset, then every stored event in time order that the dataset does not
+        hold already (a retraining snapshot holds the store's events up to its `events_through` id; unknown
+        items are skipped)."""
         user = self.dataset.user_index.get(user_id)
         base = self.dataset.sequence(user) if user is not None else np.zeros(0, dtype=np.int64)
+        stored = [e for e in stored if e.id > self.dataset.events_through]
         extra, unknown = self.indices([e.item_id for e in stored])
         return LiveSequence(np.concatenate([base, extra]), len(unknown), user is not None or bool(stored))
 

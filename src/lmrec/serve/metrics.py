@@ -1,5 +1,6 @@
 """Prometheus metrics of the service: requests by route and status, latency histograms, events by outcome,
-the served model version; recorded by a plain ASGI middleware (a few microseconds per request).
+the served model version, online feedback per version (HR@k, NDCG@10, coverage); requests are recorded by a
+plain ASGI middleware (a few microseconds per request).
 
 Each app owns its own collector registry, so several apps (tests, workers) never share counters; with
 `--workers N` every scrape sees the worker that answered it.
@@ -45,6 +46,38 @@ class Metrics:
         self.refused = Gauge("lmrec_model_refused", "1 while the version the source asks for is refused (see /readyz)",
                              registry=self.registry)  # fmt: skip
         self.histories = Gauge("lmrec_live_histories", "Users whose live history is cached", registry=self.registry)
+        self._online()
+
+    def _online(self) -> None:
+        """The online feedback collectors (see lmrec.serve.feedback): HR@k = hits / resolved per version."""
+        self.online_served = Counter(
+            "lmrec_online_recommendations_served", "User recommendation lists tracked for online feedback",
+            ["version"], registry=self.registry,
+        )  # fmt: skip
+        self.online_resolved = Counter(
+            "lmrec_online_recommendations_resolved", "Tracked lists resolved as a hit or a miss", ["version"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.online_dropped = Counter(
+            "lmrec_online_recommendations_dropped",
+            "Tracked lists dropped unresolved (memory bounds, erased users)", ["version"], registry=self.registry,
+        )  # fmt: skip
+        self.online_hits = Counter(
+            "lmrec_online_hits", "Resolved lists whose hit was within their top k", ["version", "k"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.online_gain = Counter(
+            "lmrec_online_ndcg_gain", "Sum of NDCG@k over resolved lists (NDCG@k = this / resolved)",
+            ["version", "k"], registry=self.registry,
+        )  # fmt: skip
+        self.online_coverage = Gauge(
+            "lmrec_online_coverage", "Distinct items in served top-k lists over the catalogue size",
+            ["version", "k"], registry=self.registry,
+        )  # fmt: skip
+        self.feedback_log_dropped = Counter(
+            "lmrec_feedback_log_dropped", "Feedback log records not written (buffer full or write failed)",
+            registry=self.registry,
+        )  # fmt: skip
 
     def set_model(self, version: str, model: str) -> None:
         """Record the version now served (the previous one's series is removed)."""

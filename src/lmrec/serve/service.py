@@ -10,6 +10,7 @@ forced reload asks.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,12 +19,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from lmrec.errors import LmrecError, RunError
+from lmrec.data.dataset import PreparedDataset
+from lmrec.errors import DataError, LmrecError, RunError
 from lmrec.inference.recommender import Recommender
+from lmrec.registry.feedback import feedback_dir
 from lmrec.registry.run import RunDir
 from lmrec.registry.versions import ModelRegistry
 from lmrec.serve import schemas as s
 from lmrec.serve.engine import Engine, Ranked, Unsupported
+from lmrec.serve.feedback import FLUSH_INTERVAL, Feedback
 from lmrec.serve.live import DEFAULT_CAPACITY, LiveHistories
 from lmrec.serve.metrics import Metrics
 from lmrec.serve.retrieval import EXACT_LIMIT
@@ -101,6 +105,9 @@ class ServiceConfig:
     exact_limit: int = EXACT_LIMIT
     max_body_bytes: int = DEFAULT_MAX_BODY
     allow_new_catalogue: bool = False  # hot-swap to a version trained on another dataset (else refused)
+    feedback_log: Path | None = None  # default: <registry>/feedback/served-<pid>.jsonl on a registry, else none
+    feedback_window: int = 1  # a served list unhit after this many later events of its user is a miss
+    feedback_flush_interval: float = FLUSH_INTERVAL  # seconds between appends to the feedback log
 
 
 class ModelSource:
@@ -130,6 +137,10 @@ class ModelSource:
         """The embedded SQLite store beside the run or registry."""
         return f"sqlite:///{self.path / 'events.sqlite'}"
 
+    def default_feedback_log(self) -> Path | None:
+        """A registry's feedback log of this process (one file per process); none for a run."""
+        return feedback_dir(self.path) / f"served-{os.getpid()}.jsonl" if self.registry is not None else None
+
 
 class Service:
     """The state behind the HTTP endpoints; every method is safe to call from several threads."""
@@ -150,6 +161,8 @@ class Service:
         self.engine, self._token = self._load()
         self.metrics.set_model(self.engine.version, self.engine.model_name)
         self.classifier = self._load_classifier(config.classifier) if config.classifier else None
+        feedback_log = config.feedback_log or self.source.default_feedback_log()
+        self.feedback = Feedback(self.metrics, feedback_log, config.feedback_window, config.feedback_flush_interval)
 
     # -- versions ---------------------------------------------------------------------------------------
 
@@ -169,10 +182,11 @@ class Service:
 
     @staticmethod
     def _check_catalogue(served: Engine, version: str, path: Path) -> None:
-        """Refuse a version whose run was trained on another dataset than the served one (by fingerprint)."""
+        """Refuse a version whose run was trained on another dataset than the served one (by fingerprint),
+        unless that dataset extends the served one (a retraining snapshot keeps every user and item)."""
         info = RunDir(path).info()
         fingerprint = str(info.get("fingerprint", ""))
-        if fingerprint != served.dataset.fingerprint:
+        if fingerprint != served.dataset.fingerprint and not _extends(info, served.dataset.fingerprint):
             raise CatalogueChanged(
                 f"version {version} was trained on another dataset ({info.get('dataset')}, data "
                 f"{fingerprint[:12]}) than the served version {served.version} (data "
@@ -269,10 +283,11 @@ class Service:
                 self._log_once(f"reload failed unexpectedly; still serving version {self.engine.version}.", True)
 
     def close(self) -> None:
-        """Stop watching and close the store."""
+        """Stop watching, write the buffered feedback log and close the store."""
         self._stop.set()
         if self._watcher is not None:
             self._watcher.join(timeout=10)
+        self.feedback.close()
         self.store.close()
 
     # -- events -----------------------------------------------------------------------------------------
@@ -301,6 +316,7 @@ class Service:
         if result.replayed:
             self.metrics.events.labels("replayed").inc(len(accepted))
             return s.EventsAccepted(**{**result.response, "replayed": True})
+        self.feedback.observe(result.events)
         self.metrics.events.labels("accepted").inc(reply.accepted)
         self.metrics.events.labels("rejected").inc(len(rejected))
         self.metrics.events.labels("unknown_item").inc(reply.unknown_items)
@@ -321,7 +337,11 @@ class Service:
         engine = self.engine
         entry = self.histories.get(user_id)
         live = entry.converted(engine, lambda events: engine.live_sequence(user_id, events))
-        return self._recommend(engine, user_id, live.items, live.unknown, k, exclude_seen, explain, exclude, candidates)
+        reply = self._recommend(
+            engine, user_id, live.items, live.unknown, k, exclude_seen, explain, exclude, candidates
+        )
+        self.feedback.served(reply, engine.n_items)
+        return reply
 
     def recommend_session(self, request: s.SessionRequest) -> s.Recommendations:
         """Top-k for an anonymous session given its item ids."""
@@ -396,6 +416,7 @@ class Service:
         stored = [
             s.HistoryEvent(item_id=e.item_id, type=e.type, timestamp=e.timestamp, value=e.value, source="stored")
             for e in self.store.user_events(user_id, limit=HISTORY_LIMIT + 1)
+            if e.id > engine.dataset.events_through  # a retraining snapshot lists the earlier ones already
         ]
         events = dataset + stored
         if not events:
@@ -406,6 +427,7 @@ class Service:
         """Delete the user's stored events; they stop influencing recommendations at once."""
         deleted = self.store.delete_user(user_id)
         self.histories.forget(user_id)
+        self.feedback.forget(user_id)
         if not deleted and user_id not in self.engine.dataset.user_index:
             raise NotFound(f"unknown user {user_id!r}: no stored events to erase.")
         return s.Erased(user_id=user_id, deleted=deleted)
@@ -470,3 +492,11 @@ def _reason(exc: Exception) -> str:
         return str(exc)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{exc.__class__.__name__}: {first[:REASON_LIMIT]}" if first else exc.__class__.__name__
+
+
+def _extends(info: dict, fingerprint: str) -> bool:
+    """Whether a run's dataset is a retraining snapshot that keeps the users and items of `fingerprint`."""
+    try:
+        return PreparedDataset.load(info.get("dataset", "")).extends(fingerprint)
+    except (DataError, OSError):
+        return False

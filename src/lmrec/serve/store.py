@@ -260,6 +260,13 @@ class EventStore:
             rows = conn.execute(select(events_table).order_by(events_table.c.id)).all()
         return [StoredEvent(r.id, r.user_id, r.item_id, r.type, r.ts, r.value) for r in rows]
 
+    def events_after(self, after_id: int) -> list[StoredEvent]:
+        """The stored events with an id above `after_id`, in commit order (what a retrain has not seen yet)."""
+        query = select(events_table).where(events_table.c.id > after_id).order_by(events_table.c.id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [StoredEvent(r.id, r.user_id, r.item_id, r.type, r.ts, r.value) for r in rows]
+
     def upsert_items(self, items: Sequence[StoredItem]) -> None:
         """Add or replace items; their revision is one above the store's latest (writers are serialised)."""
         now = time.time()

@@ -309,7 +309,7 @@ class Trainer:
         writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], epoch)
         for name, value in metrics.items():
             writer.add_scalar(f"valid/{name}", value, epoch)
-        record = {"epoch": epoch, "loss": train_loss, **metrics}
+        record = {"epoch": epoch, "loss": train_loss, "seconds": self.state.train_seconds, **metrics}
         self.state.history.append(record)
         key = self.config.eval.metric
         if key in metrics:
