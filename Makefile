@@ -31,6 +31,9 @@ demo: install
 	$(VENV)/bin/lmrec evaluate $(DEMO_DIR)/sasrec --k 5,10,20
 	$(VENV)/bin/lmrec recommend $(DEMO_DIR)/sasrec --user 1 --k 10 --explain
 	$(VENV)/bin/lmrec recommend $(DEMO_DIR)/sasrec --user 42 --k 10
+	$(VENV)/bin/lmrec report $(DEMO_DIR)/sasrec --out $(DEMO_DIR)/report.html
+	@echo "Report: $(DEMO_DIR)/report.html, one file that opens offline: xdg-open $(DEMO_DIR)/report.html (or open it in a browser)."
+	@echo "Web page: $(VENV)/bin/lmrec serve $(DEMO_DIR)/sasrec, then open http://localhost:8000/ in a browser."
 
 test: install
 	$(VENV)/bin/ruff check src tests bench

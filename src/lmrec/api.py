@@ -30,6 +30,7 @@ __all__ = [
     "load_reranker",
     "prepare",
     "pretrain",
+    "report",
     "retrain",
     "train",
     "with_text_dim",
@@ -75,9 +76,10 @@ def pretrain(
         "model": "lmrec",
         "pretrained_on": names,
         "valid": scores,
-        "epochs": len(trainer.history),
+        "epochs": len(trainer.training_log.history),
+        "stopped_by": trainer.stopped_by,
         "train_seconds": trainer.train_seconds,
-        "history": trainer.history,
+        "history": trainer.training_log.history,
     }
     state = {k: v for k, v in model_.state_dict().items() if k not in model_.catalogue_keys()}
     encoder = {key: tables[0][1][key] for key in ("encoder", "model_id")}
@@ -94,7 +96,8 @@ def pretrain(
             run.write_setup(config, info)
             run.save(run.model_file, checkpoint)
             run.write_metrics(metrics)
-            run.set_state("finished", epochs_done=len(trainer.history))
+            trainer.training_log.save(run.logs_dir)
+            run.set_state("finished", epochs_done=metrics["epochs"])
         except Exception:
             run.discard()
             raise
@@ -132,7 +135,7 @@ def evaluate(
         batch_size=config.batch_size,
         sampled_negatives=sampled_negatives,
     )
-    result = evaluator(recommender.model)
+    result = evaluator(recommender.model, progress)
     if rerank is None:
         return result
     from lmrec.evaluation.rerank import rerank_result
@@ -154,6 +157,14 @@ def evaluate(
         weight=rerank_weight,
     )
     return rerank_result(result, reordered)
+
+
+def report(runs: list[str | Path], out: str | Path | None = None, users: int = 5, progress: bool = False) -> Path:
+    """Write one self-contained HTML report of runs trained on one prepared dataset, compared with the first
+    (see `lmrec report`); `out` defaults to report.html in the first run. Returns the file written."""
+    from lmrec.evaluation.report import write_report
+
+    return write_report(runs, out, users=users, progress=progress)
 
 
 def retrain(registry: str | Path, store: str, **options: Any) -> dict[str, Any]:

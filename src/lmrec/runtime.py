@@ -1,4 +1,4 @@
-"""Process-wide runtime settings: thread counts that behave well on small shared machines, and signals."""
+"""Process-wide runtime settings: thread counts that behave well on small shared machines, progress bars, signals."""
 
 from __future__ import annotations
 
@@ -24,6 +24,23 @@ def configure_threads(threads: int | None = None) -> int:
     n = max(1, n)
     torch.set_num_threads(n)
     return n
+
+
+_output = {"bars": True}
+
+
+def set_progress(enabled: bool) -> None:
+    """Allow or forbid progress bars in this process; the CLI forbids them under --quiet and off a terminal."""
+    _output["bars"] = enabled
+
+
+def show_progress() -> bool:
+    """Whether progress bars may be drawn in this process (yes unless the CLI said no).
+
+    The CLI passes it as the `progress` of every function it calls, so that --quiet and output that is
+    not a terminal get log lines instead of bars; a bar that takes no such argument (downloads) asks it.
+    """
+    return _output["bars"]
 
 
 _critical = {"depth": 0, "pending": 0, "raised": False}

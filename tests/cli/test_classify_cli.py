@@ -42,6 +42,12 @@ def test_train_evaluate_predict(prepared: Path, tiny_bert: Path, tmp_path: Path,
         assert name in metrics["test"] and name in metrics["baseline"]
     assert metrics["examples"]["train_used"] == 48 and not metrics["examples"]["test_subsampled"]
     assert {"config.yaml", "run.json", "metrics.json", "model", "predictions"} <= {p.name for p in out.iterdir()}
+    checks = metrics["training"]["encoder"]["checks"]  # the per-validation history, also in TensorBoard
+    assert checks and all({"step", "loss", "logloss"} <= set(row) for row in checks)
+    assert list((out / "logs").glob("events.out.tfevents.*"))
+    assert f"lmrec.training.classifier: step {checks[-1]['step']}  loss " in err
+    assert "lmrec.training.classifier: stopped by the epoch limit (2)" in err
+    assert f"TensorBoard: tensorboard --logdir {tmp_path}" in stdout
 
     code, stdout, err = run_cli(["classify", "evaluate", str(out), "--resamples", "50"])
     assert code == 0, err

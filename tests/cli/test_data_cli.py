@@ -23,10 +23,12 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 
 def assert_one_line_error(result: tuple[int, str, str], fragment: str) -> None:
+    """Exit code 1 and one line of error, after whatever stages were logged (output that is not a terminal
+    gets `lmrec.cli.data: Preparing …` lines where a terminal gets a spinner)."""
     code, _, err = result
     assert code == 1
     assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("lmrec.cli.data: ")]
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
 
 

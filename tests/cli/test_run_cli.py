@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from lmrec.cli import main
+from lmrec.inference.recommender import Recommender
 
 TINY = ["--set", "train.epochs=2", "--set", "model.max_len=20", "--set", "eval.ks=[5,10]"]
 
@@ -45,13 +47,32 @@ def test_train_evaluate_compare_recommend(prepared: Path, tmp_path: Path, run_cl
     users = pq.read_table(prepared / "users.parquet").column("user_id").to_pylist()
     code, out, err = run_cli(["recommend", str(sas), "--user", users[0], "--k", "5", "--explain"])
     assert code == 0, err
-    assert "because of (attention)" in out
+    assert "because of (occlusion)" in out
 
     recs = tmp_path / "recs.parquet"
     code, out, _ = run_cli(["recommend", str(sas), "--all-users", "--k", "3", "--out", str(recs)])
     table = pq.read_table(recs)
     assert code == 0 and table.num_rows == 3 * len(users)
     assert set(table.column("user_id").to_pylist()) == set(users)
+
+
+def test_recommend_explain_prints_the_titles_of_the_past_events_as_text(make_prepared, tmp_path, run_cli) -> None:
+    sequences = [[(start + t) % 12 + 1 for t in range(12)] for start in range(30)]
+    data = make_prepared(tmp_path / "data", sequences, 12)
+    items = pq.read_table(data / "items.parquet")
+    pq.write_table(
+        items.append_column("title", pa.array([f"[red]t{i}[/red]" for i in range(1, 13)])), data / "items.parquet"
+    )
+    run = tmp_path / "sas"
+    assert (
+        run_cli(["train", str(data), "--model", "sasrec", "--out", str(run), *TINY, "--set", "model.hidden=16"])[0] == 0
+    )
+    code, out, err = run_cli(["recommend", str(run), "--user", "u0", "--k", "2", "--explain"])
+    assert code == 0, err
+    recs = Recommender.load(run).recommend("u0", k=2, explain=True)
+    assert all(rec.because for rec in recs)
+    for title in {rec.title for rec in recs} | {event.title for rec in recs for event in rec.because}:
+        assert title in out  # printed as it is, not read as rich markup
 
 
 def test_user_errors_are_one_sentence(prepared: Path, tmp_path: Path, run_cli) -> None:

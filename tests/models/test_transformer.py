@@ -1,4 +1,5 @@
-"""The shared Transformer block: causal vs bidirectional masks, padding, attention weights, checkpoint keys."""
+"""The shared Transformer block: causal vs bidirectional masks, padding, the attention on projected inputs,
+checkpoint keys."""
 
 import pytest
 import torch
@@ -19,36 +20,36 @@ def test_causal_mask_hides_later_inputs_and_bidirectional_sees_them(norm_first: 
     x = torch.randn(1, T, HIDDEN)
     changed = x.clone()
     changed[:, 3:] = torch.randn(1, T - 3, HIDDEN)
-    for need_weights in (False, True):
-        causal = attention_mask(ids, causal=True)
-        before, after = layer(x, causal, need_weights)[0], layer(changed, causal, need_weights)[0]
-        assert torch.allclose(before[:, :3], after[:, :3], atol=1e-6, rtol=0)
-        both = attention_mask(ids, causal=False)
-        before, after = layer(x, both, need_weights)[0], layer(changed, both, need_weights)[0]
-        assert (before[:, :3] - after[:, :3]).abs().max() > 1e-3
+    causal = attention_mask(ids, causal=True)
+    before, after = layer(x, causal), layer(changed, causal)
+    assert torch.allclose(before[:, :3], after[:, :3], atol=1e-6, rtol=0)
+    both = attention_mask(ids, causal=False)
+    before, after = layer(x, both), layer(changed, both)
+    assert (before[:, :3] - after[:, :3]).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("causal", [True, False])
-def test_padding_keys_get_no_weight_and_rows_sum_to_one(causal: bool) -> None:
+def test_padding_inputs_reach_no_real_position(causal: bool) -> None:
     ids = torch.tensor([[0, 0, 3, 4, 5], [0, 1, 2, 3, 4]])
-    _, weights = block(norm_first=causal)(torch.randn(2, T, HIDDEN), attention_mask(ids, causal), need_weights=True)
-    assert weights is not None and weights.shape == (2, HEADS, T, T)
-    assert torch.allclose(weights.sum(-1), torch.ones(2, HEADS, T))
-    padding_key = (ids == 0)[:, None, None, :] & ~torch.eye(T, dtype=torch.bool)  # a query may see itself
-    assert torch.equal(weights.masked_select(padding_key), torch.zeros(int(padding_key.expand_as(weights).sum())))
-    if causal:
-        assert torch.equal(weights.triu(1), torch.zeros_like(weights))
-        assert torch.equal(weights[0, :, 0, 0], torch.ones(HEADS))  # left padding sees nothing but itself
+    layer, allowed = block(norm_first=causal), attention_mask(ids, causal)
+    x = torch.randn(2, T, HIDDEN)
+    changed = torch.where((ids == 0)[..., None], torch.randn(2, T, HIDDEN), x)
+    real = (ids > 0)[..., None]
+    assert torch.allclose(layer(x, allowed) * real, layer(changed, allowed) * real, atol=1e-6, rtol=0)
+    if causal:  # left padding sees nothing but itself
+        alone = layer(x[:1, :1], attention_mask(ids[:1, :1], causal))
+        assert torch.allclose(layer(x, allowed)[:1, :1], alone, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("norm_first", [True, False])
-def test_keeping_the_weights_computes_the_same_outputs(norm_first: bool) -> None:
-    layer = block(norm_first)
+def test_the_attention_on_projected_inputs_is_softmax_attention(norm_first: bool) -> None:
+    attn = block(norm_first).attn
     x, allowed = torch.randn(3, T, HIDDEN), attention_mask(torch.tensor([[0, 1, 2, 3, 4]] * 3), causal=norm_first)
-    fast, none = layer(x, allowed)
-    explicit, weights = layer(x, allowed, need_weights=True)
-    assert none is None and weights is not None
-    assert torch.allclose(fast, explicit, atol=1e-6)
+    q, k, v = attn.qkv(x).view(3, T, 3, HEADS, HIDDEN // HEADS).permute(2, 0, 3, 1, 4)
+    weights = ((q @ k.transpose(-2, -1)) / (HIDDEN // HEADS) ** 0.5).masked_fill(~allowed, float("-inf")).softmax(-1)
+    explicit = (weights @ v).transpose(1, 2).reshape(3, T, HIDDEN)
+    assert torch.allclose(attn.attend(attn.qkv(x), allowed), explicit, atol=1e-6)
+    assert torch.allclose(attn(x, allowed), attn.out(explicit), atol=1e-6)
 
 
 def test_state_dict_keys_follow_the_order_each_norm_acts_in() -> None:

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from serve_helpers import AUTH, KEY
 
 from lmrec.config import EXCLUDE_SEEN_DEFAULT
+from lmrec.data.dataset import PreparedDataset
 
 NOW = 1_800_000_000
 
@@ -75,6 +76,28 @@ def test_exclude_candidates_and_explanations(client: TestClient) -> None:
     assert all(item["because"] for item in explained["items"])
     history = {e["item_id"] for e in client.get(f"/v1/users/{users[2]}/history", headers=AUTH).json()["events"]}
     assert all(b["item_id"] in history and b["weight"] > 0 for i in explained["items"] for b in i["because"])
+    engine = client.app.state.service.engine
+    because = [b for item in explained["items"] for b in item["because"]]
+    assert all(b["title"] == engine.title(engine.item_index[b["item_id"]]) for b in because)
+    assert all([b["weight"] for b in i["because"]] == sorted([b["weight"] for b in i["because"]], reverse=True)
+               for i in explained["items"])  # fmt: skip
+
+
+def test_explanation_titles_are_plain_json_text(make_client: Callable[..., TestClient], monkeypatch) -> None:
+    monkeypatch.setattr(
+        PreparedDataset, "item_title", lambda self, item: f"<script>alert('{self.item_ids[item]}')</script>"
+    )
+    client = make_client()
+    users, _ = users_and_items(client)
+    reply = client.get(f"/v1/users/{users[2]}/recommendations", params={"k": 3, "explain": "true"}, headers=AUTH)
+    assert reply.status_code == 200 and reply.headers["content-type"] == "application/json"
+    because = [b for item in reply.json()["items"] for b in item["because"]]
+    assert because and all(b["title"] == f"<script>alert('{b['item_id']}')</script>" for b in because)
+    assert "<script>alert(" in reply.text  # JSON text as it is: neither HTML-escaped nor dropped
+    history = [b["item_id"] for b in because[:2]]
+    session = client.post("/v1/recommendations", json={"item_ids": history, "k": 2, "explain": True}, headers=AUTH)
+    assert all(b["title"] == f"<script>alert('{b['item_id']}')</script>"
+               for item in session.json()["items"] for b in item["because"])  # fmt: skip
 
 
 def test_unknown_users_get_popularity_and_unknown_items_are_counted(client: TestClient) -> None:

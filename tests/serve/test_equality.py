@@ -1,4 +1,4 @@
-"""`lmrec recommend` (CLI), `Recommender.recommend` (Python API) and the service give the same list."""
+"""`lmrec recommend` (CLI), `Recommender.recommend` (Python API) and the service give the same list and explanations."""
 
 from __future__ import annotations
 
@@ -31,3 +31,13 @@ def test_cli_api_and_service_agree(tiny_run: Path, client: TestClient, capsys, e
         assert [r.score for r in api] == pytest.approx([i["score"] for i in served["items"]], abs=1e-6)
         if exclude_seen is None:
             assert cli_items(tiny_run, user, 8, capsys) == [r.item_id for r in api]
+
+
+def test_the_api_and_the_service_explain_alike(tiny_run: Path, client: TestClient) -> None:
+    recommender = lmrec.Recommender.load(tiny_run)
+    for user in [str(u) for u in recommender.dataset.user_ids[:3]]:
+        api = recommender.recommend(user, k=4, explain=True)
+        served = client.get(f"/v1/users/{user}/recommendations", params={"k": 4, "explain": "true"}, headers=AUTH)
+        for rec, item in zip(api, served.json()["items"], strict=True):
+            assert [(e.item_id, e.title) for e in rec.because] == [(b["item_id"], b["title"]) for b in item["because"]]
+            assert [e.weight for e in rec.because] == pytest.approx([b["weight"] for b in item["because"]], abs=1e-6)

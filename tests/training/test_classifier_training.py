@@ -46,7 +46,7 @@ def test_training_stages_and_trainable_weights(tiny_bert: Path, events: EventLog
     assert report["bias"]["l2"] in BIAS_L2_GRID and report["bias"]["examples"] == len(sets.train)
     encoder = report["encoder"]
     assert encoder["steps"] == 2 * 8 and encoder["checks"][-1]["step"] == 16
-    best = min([encoder["best_valid_logloss"], *(c["valid_logloss"] for c in encoder["checks"])])
+    best = min([encoder["best_valid_logloss"], *(c["logloss"] for c in encoder["checks"])])
     assert encoder["best_valid_logloss"] == best
 
 

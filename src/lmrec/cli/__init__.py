@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import typer
 from rich.console import Console
 
+from lmrec.cli.output import configure, console_output
 from lmrec.errors import Interrupted, LmrecError
 from lmrec.runtime import signals_interrupt
 from lmrec.version import __version__
@@ -43,21 +43,26 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
     ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress bars and no log lines but warnings; results only."
+    ),
 ) -> None:
     """Predict what users do next from behaviour logs."""
+    configure(quiet)
 
 
 def _register_groups() -> None:
     """Attach the command groups once (main may run many times in one process, as in the tests)."""
     if app.registered_groups:
         return
-    from lmrec.cli import classify, data, retrain, run, serve
+    from lmrec.cli import classify, data, report, retrain, run, serve
 
     app.add_typer(data.app, name="data", help="Read, clean, sequence and split behaviour logs.")
     run.register(app)
     app.add_typer(classify.app, name="classify", help="Predict a behaviour (like, click, purchase) per user and item.")
     serve.register(app)  # `lmrec serve` and the `lmrec registry` group
     retrain.register(app)
+    report.register(app)
 
 
 def _command(argv: list[str]) -> str:
@@ -69,11 +74,10 @@ def _command(argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command; user errors are one sentence and exit 1, usage errors the usage and exit 2,
     SIGINT / SIGTERM one line saying what was kept and exit 130 / 143."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
     _register_groups()
     try:
-        with signals_interrupt():
+        with signals_interrupt(), console_output():
             code = app(args=argv, prog_name="lmrec", standalone_mode=False)
     except LmrecError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)

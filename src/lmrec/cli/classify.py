@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lmrec.cli.output import print_tensorboard
+
 console = Console()
 
 app = typer.Typer(no_args_is_help=True, help="Predict a behaviour (like, click, purchase) with a cross-encoder.")
@@ -50,7 +52,7 @@ def train(
 ) -> None:
     """Train a behaviour classifier and write RUN/metrics.json (test metrics and the bias baseline's)."""
     from lmrec.models.classifier import make_config
-    from lmrec.runtime import configure_threads
+    from lmrec.runtime import configure_threads, show_progress
     from lmrec.training.classifier import train_run
 
     configure_threads(threads)
@@ -71,7 +73,7 @@ def train(
         lr=lr,
         seed=seed,
     )
-    metrics = train_run(data, out, config, overwrite=overwrite, progress=True)
+    metrics = train_run(data, out, config, overwrite=overwrite, progress=show_progress())
     examples = metrics["examples"]
     table = Table(title=f"{label} on {metrics['dataset']} ({mode})")
     table.add_column("model")
@@ -91,6 +93,7 @@ def train(
         f"truncated at {truncated['max_length']} tokens: {truncated['train']:,} "
         f"training and {truncated['test']:,} test examples → {out}"
     )
+    print_tensorboard(console, out / "logs", out.parent)
 
 
 @app.command()

@@ -13,9 +13,12 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperCommand
 
+from lmrec.cli.output import status
+
 if TYPE_CHECKING:
     import click
 
+log = logging.getLogger(__name__)
 app = typer.Typer(no_args_is_help=True, help="Read, clean, sequence and split behaviour logs.")
 
 _SEQUENCE_KEYS = ("min", "p25", "median", "p75", "p90", "max")
@@ -105,14 +108,13 @@ def prepare_command(
         tie_break=tie_break,
         strict=strict,
     )
-    logging.getLogger("lmrec").setLevel(logging.INFO)
-    with err_console.status(f"Preparing {source}") as status:
+    with status(err_console, f"Preparing {source}", log) as update:
         dataset = prepare(
             source,
             out,
             source_path=source_path,
             overwrite=overwrite,
-            on_step=lambda label: status.update(f"Preparing {source}: {label}"),
+            on_step=lambda label: update(f"Preparing {source}: {label}"),
             **options,
         )
     Console().print(summary(dataset.manifest, dataset.path))
@@ -141,7 +143,7 @@ def synth_command(
     from lmrec.cli import err_console
     from lmrec.data.synth import write_synthetic_log
 
-    with err_console.status(f"Writing {events:,} events to {out}"):
+    with status(err_console, f"Writing {events:,} events to {out}", log):
         info = write_synthetic_log(out, users, items, events, seed=seed)
     table = Table(title=f"Synthetic log {out}", show_header=False)
     for key, value in info.items():

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from lmrec.cli.output import print_tensorboard
 from lmrec.errors import ConfigError
 
 console = Console()
@@ -45,7 +46,7 @@ def retrain(
     One round by default (for cron or an orchestrator); --every loops. The registry changes in one atomic
     step at the end of a round, so an interrupted or killed retrain leaves it (and its services) as it was.
     """
-    from lmrec.training.retrain import RetrainOptions, RetrainResult, retrain_every
+    from lmrec.training.retrain import ROUNDS, RetrainOptions, RetrainResult, retrain_every
 
     if store is None:
         if not (registry / "events.sqlite").is_file():
@@ -64,6 +65,8 @@ def retrain(
             typer.echo(json.dumps(outcome.summary()))
         else:
             console.print(_describe(outcome), highlight=False)
+            if outcome.version is not None:  # each round's candidate run keeps its TensorBoard logs
+                print_tensorboard(console, registry / ROUNDS, registry / ROUNDS)
 
     rounds = None if every is not None else 1
     period = parse_every(every) if every is not None else 0.0

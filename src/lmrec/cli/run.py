@@ -9,10 +9,13 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from lmrec.cli.output import print_tensorboard
 from lmrec.config import CONFIG_DIR, EXCLUDE_SEEN_DEFAULT
 from lmrec.errors import LmrecError
+from lmrec.runtime import show_progress
 
 console = Console()
 
@@ -83,7 +86,7 @@ def train(
         seed=seed,
         overwrite=overwrite,
         resume=resume,
-        progress=True,
+        progress=show_progress(),
         init=init,
         warm_start=warm_start,
     )
@@ -103,6 +106,7 @@ def train(
             f"{metrics['train_seconds']:.1f} s training, {metrics['seconds_per_epoch']:.2f} s/epoch"
         )
     console.print(f"{trained}, peak RSS {metrics['peak_rss_mb']:.0f} MiB → {out}")
+    print_tensorboard(console, out / "logs", out.parent)
 
 
 def pretrain(
@@ -119,10 +123,17 @@ def pretrain(
     from lmrec import api
 
     metrics = api.pretrain(
-        data, out, overrides=list(set_), seed=seed, overwrite=overwrite, contrastive_weight=contrastive, progress=True
+        data,
+        out,
+        overrides=list(set_),
+        seed=seed,
+        overwrite=overwrite,
+        contrastive_weight=contrastive,
+        progress=show_progress(),
     )
     scores = ", ".join(f"{k} {v:.4f}" for k, v in metrics["valid"].items())
     console.print(f"pre-trained on {', '.join(metrics['pretrained_on'])}: {metrics['epochs']} epochs, {scores} → {out}")
+    print_tensorboard(console, out / "logs", out.parent)
 
 
 def evaluate(
@@ -157,7 +168,7 @@ def evaluate(
         rerank=rerank,
         rerank_top=rerank_top,
         rerank_weight=rerank_weight,
-        progress=True,
+        progress=show_progress(),
     )
     title = f"{run} — {split} ({len(result)} targets)"
     if rerank is not None:
@@ -177,7 +188,7 @@ def compare(
 
     if len(runs) < 2:
         raise LmrecError("compare needs at least two run directories.")
-    results = [api.evaluate(run, split=split, ks=_ks(k)) for run in runs]
+    results = [api.evaluate(run, split=split, ks=_ks(k), progress=show_progress()) for run in runs]
     metrics = _main_metrics(results[0])
     console.print(comparison_table(results, [str(r) for r in runs], metrics, title=f"{split} split"))
 
@@ -207,7 +218,7 @@ def recommend(
     if all_users:
         if out is None:
             raise LmrecError("--all-users writes a file: give it with --out recs.parquet.")
-        rows = recommender.export_all(out, k=k, exclude_seen=exclude_seen)
+        rows = recommender.export_all(out, k=k, exclude_seen=exclude_seen, progress=show_progress())
         console.print(f"wrote {rows:,} recommendations for {recommender.dataset.n_users:,} users to {out}")
         return
     if user is None:
@@ -230,11 +241,11 @@ def recommend(
         table.add_column(column, justify="left" if column in ("item", "title") else "right")
     if explain:
         table.add_column(f"because of ({recommender.model.explain_method})")
-    for rank, rec in enumerate(recs, 1):
-        cells = [str(rank), rec.item_id, rec.title, f"{rec.score:.3f}"]
+    for rank, rec in enumerate(recs, 1):  # ids and titles are data, never rich markup
+        cells = [str(rank), escape(rec.item_id), escape(rec.title), f"{rec.score:.3f}"]
         cells += [f"{rec.probability:.3f}"] if reranker else []
         if explain:
-            cells.append(", ".join(f"{recommender.title_of(i)} ({w:.2f})" for i, w in rec.because or []))
+            cells.append(escape(", ".join(f"{e.title} ({e.weight:.2f})" for e in rec.because or [])))
         table.add_row(*cells)
     console.print(table)
 

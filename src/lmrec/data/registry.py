@@ -49,6 +49,7 @@ from tqdm import tqdm
 
 from lmrec.errors import DataError
 from lmrec.locks import file_lock, is_locked
+from lmrec.runtime import show_progress
 
 logger = logging.getLogger(__name__)
 
@@ -490,7 +491,7 @@ def _stream(remote: RemoteFile, part: Path, name: str, timeout: float) -> None:
                 unit_scale=True,
                 unit_divisor=1024,
                 desc=remote.filename,
-                disable=None,
+                disable=None if show_progress() else True,  # None: on a terminal only
             ) as bar,
         ):
             received = _copy(response, out, bar, remote.url, name)

@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from lmrec.data.dataset import TRAIN, PreparedDataset
 from lmrec.errors import DataError, RunError
@@ -284,8 +285,9 @@ class Evaluator:
             keys[torch.from_numpy(row).to(device), torch.from_numpy(items).to(device)] = _MASKED
         return keys
 
-    def __call__(self, model: SequentialRecommender) -> EvalResult:
-        """Rank every target of the split with `model` (in eval mode, restored afterwards)."""
+    def __call__(self, model: SequentialRecommender, progress: bool = False) -> EvalResult:
+        """Rank every target of the split with `model` (in eval mode, restored afterwards); `progress` shows a bar
+        of the batches on stderr."""
         if model.n_items != self.dataset.n_items:
             raise ValueError(f"model scores {model.n_items} items, the dataset has {self.dataset.n_items}")
         device = _device(model)
@@ -294,9 +296,12 @@ class Evaluator:
         topk = np.empty((n, k_max), dtype=np.int64)
         was_training = model.training
         model.eval()
+        batches = tqdm(
+            self._batches(), desc=f"evaluating {self.split}", unit="batch", disable=not progress, leave=False
+        )
         try:
             with torch.inference_mode():
-                for rows in self._batches():
+                for rows in batches:
                     keys = self._keys(model, rows, device)
                     target = torch.from_numpy(self.targets.item[rows]).to(device)[:, None]
                     candidates = keys
@@ -359,6 +364,7 @@ def evaluate(
     sampled_negatives: int | None = None,
     sampling: Sampling = "uniform",
     seed: int = 0,
+    progress: bool = False,
 ) -> EvalResult:
     """Evaluate `model` on `split` of `dataset` once (see `Evaluator` for the options)."""
     evaluator = Evaluator(
@@ -371,4 +377,4 @@ def evaluate(
         sampling=sampling,
         seed=seed,
     )
-    return evaluator(model)
+    return evaluator(model, progress)

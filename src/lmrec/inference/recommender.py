@@ -22,6 +22,8 @@ from lmrec.text.table import attach_item_text
 
 log = logging.getLogger(__name__)
 
+EXPLAIN_TOP = 3  # past events listed per recommended item
+
 
 def load_reranker(run: str | Path, dataset: PreparedDataset):
     """A behaviour-classifier run trained on exactly this prepared dataset (its item ids must match)."""
@@ -59,6 +61,25 @@ def _zero_shot_model(run: RunDir, dataset: PreparedDataset, info: dict[str, Any]
     return model
 
 
+@dataclass(frozen=True)
+class PastEvent:
+    """A past event that raised a recommended item's score: its item's original id and title, and by how much."""
+
+    item_id: str
+    title: str
+    weight: float
+
+
+def strongest_events(weights: torch.Tensor, history: torch.Tensor) -> list[list[tuple[int, float]]]:
+    """For each recommended item (row of `weights` `[K, L]`), the (at most `EXPLAIN_TOP`) events of `history`
+    `[L]` with positive weight, most weight first, as (item index, weight)."""
+    values, slots = weights.topk(min(EXPLAIN_TOP, weights.shape[1]), dim=1)
+    return [
+        [(item, weight) for item, weight in zip(items, row, strict=True) if weight > 0 and item > 0]
+        for items, row in zip(history[slots].tolist(), values.tolist(), strict=True)
+    ]
+
+
 @dataclass
 class Recommendation:
     """One recommended item: original id, score, title, and (optionally) the past events that drove it."""
@@ -66,7 +87,7 @@ class Recommendation:
     item_id: str
     score: float
     title: str
-    because: list[tuple[str, float]] | None = None
+    because: list[PastEvent] | None = None
     probability: float | None = None  # of the behaviour, when a classifier re-ranked the list
 
 
@@ -192,17 +213,24 @@ class Recommender:
         return self.dataset.item_title(self.dataset.item_index[item_id])
 
     def export_all(
-        self, out: str | Path, k: int = 10, exclude_seen: bool = EXCLUDE_SEEN_DEFAULT, batch_size: int = 512
+        self,
+        out: str | Path,
+        k: int = 10,
+        exclude_seen: bool = EXCLUDE_SEEN_DEFAULT,
+        batch_size: int = 512,
+        progress: bool = False,
     ) -> int:
         """Write every user's top-k (user_id, rank, item_id, score) to a Parquet file; returns the row count."""
         import pyarrow as pa
         import pyarrow.parquet as pq
+        from tqdm.auto import tqdm
 
         if Path(out).is_dir():
             raise DataError(f"{out} is a folder; give the file to write, such as {Path(out) / 'recs.parquet'}.")
         ds, width = self.dataset, self.model.max_len
         users, ranks, items, scores = [], [], [], []
-        for lo in range(0, ds.n_users, batch_size):
+        starts = range(0, ds.n_users, batch_size)
+        for lo in tqdm(starts, desc="recommending", unit="batch", disable=not progress, leave=False):
             batch = np.arange(lo, min(lo + batch_size, ds.n_users))
             ends = ds.offsets[batch + 1]
             cols = ends[:, None] - width + np.arange(width)[None, :]
@@ -229,16 +257,11 @@ class Recommender:
         atomic_write(Path(out), lambda handle: pq.write_table(table, handle))  # never a half-written file
         return table.num_rows
 
-    def _explain(self, history: torch.Tensor, lengths: torch.Tensor, items: torch.Tensor, top: int = 3):
-        weights = self.model.explain(history, lengths, items)[0].detach()  # [K, L]
-        out = []
-        for row in weights:
-            order = torch.argsort(row, descending=True)[:top]
-            out.append(
-                [
-                    (str(self.dataset.item_ids[int(history[0, j])]), float(row[j]))
-                    for j in order
-                    if int(history[0, j]) > 0 and float(row[j]) > 0
-                ]
-            )
-        return out
+    def _explain(self, history: torch.Tensor, lengths: torch.Tensor, items: torch.Tensor) -> list[list[PastEvent]]:
+        """For each of `items` `[1, K]`, the past events that most raise its own score (the model's explain())."""
+        weights = self.model.explain(history, lengths, items)[0]
+        ds = self.dataset
+        return [
+            [PastEvent(str(ds.item_ids[item]), ds.item_title(item), weight) for item, weight in events]
+            for events in strongest_events(weights, history[0])
+        ]

@@ -23,6 +23,8 @@ from torch import Tensor, nn
 from lmrec.errors import ConfigError
 
 NEG_INF = float("-inf")
+OCCLUSION_ROWS = 1024  # occluded histories per scoring call: a served user's whole window takes one call
+SCORE_CELLS = 1 << 24  # score cells (rows x catalogue) per occlusion call, bounding memory on large catalogues
 
 
 @dataclass
@@ -69,6 +71,13 @@ class NextItemConfig(ModelConfig):
         description="learn one additive score for items already in the history: negative where people "
         "rarely consume an item twice (ratings), positive where they do (music, groceries)",
     )
+
+
+def without_event(history: Tensor, cols: Tensor) -> Tensor:
+    """Right-aligned histories `[N, L]` with event `cols[n]` of row n removed: older events move up one slot."""
+    slots = torch.arange(history.shape[1], device=history.device)
+    source = slots[None, :] - (slots[None, :] <= cols[:, None]).long()
+    return history.gather(1, source.clamp(min=0)) * (source >= 0)
 
 
 def seen_mask(inputs: Tensor, n_cols: int) -> Tensor:
@@ -175,21 +184,24 @@ class SequentialRecommender(nn.Module):
         return self.score_all(history, lengths).gather(1, candidates)
 
     def explain(self, history: Tensor, lengths: Tensor, items: Tensor) -> Tensor:
-        """Weight `[B, K, L]` of each history position for recommending each of `items` `[B, K]`.
+        """Weight `[B, K, L]` of each history position for recommending each of `items` `[B, K]`: occlusion.
 
-        The default is occlusion: the drop in an item's score when one past event is removed, so that
-        every model can say which past events drove a recommendation.
+        Weight (b, k, j) is the score of items[b, k] after history[b] minus its score after history[b] without
+        event j (older events move up one slot), so each item is explained by the past events that raise its
+        own score; padding gets 0. Every single-event removal of every row is scored in one batch (chunked
+        to bound memory), not one model call per position.
         """
-        base = self.score(history, lengths, items)  # [B, K]
-        bsz, length = history.shape
-        weights = torch.zeros(bsz, items.shape[1], length, device=history.device)
-        for j in range(length):
-            present = history[:, j] > 0
-            if not bool(present.any()):
-                continue
-            occluded = torch.cat([torch.zeros_like(history[:, :1]), history[:, :j], history[:, j + 1 :]], 1)
-            drop = base - self.score(occluded, (lengths - present.long()).clamp(min=0), items)
-            weights[:, :, j] = torch.where(present[:, None], drop, torch.zeros_like(drop))
+        weights = torch.zeros(*items.shape, history.shape[1], device=history.device)
+        rows, cols = (history > 0).nonzero(as_tuple=True)
+        if not len(rows):
+            return weights
+        with torch.no_grad():
+            full = self.score(history, lengths, items)
+            step = max(1, min(OCCLUSION_ROWS, SCORE_CELLS // (self.n_items + 1)))
+            for start in range(0, len(rows), step):
+                row, col = rows[start : start + step], cols[start : start + step]
+                dropped = self.score(without_event(history[row], col), lengths[row] - 1, items[row])
+                weights[row, :, col] = full[row] - dropped
         return weights
 
     @staticmethod

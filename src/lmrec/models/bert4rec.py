@@ -10,7 +10,6 @@ input embeddings plus a per-item output bias, as in the original implementation.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, ValidationInfo, field_validator
 from torch import Tensor, nn
 
@@ -43,7 +42,6 @@ class BERT4Rec(SequentialRecommender):
     """Bidirectional cloze model; scores come from the [MASK] slot appended after the history."""
 
     Config = BERT4RecConfig
-    explain_method = "attention"
     item_keys = ("item_emb.weight", "out_bias")
 
     def __init__(self, n_items: int, config: BERT4RecConfig) -> None:
@@ -75,19 +73,16 @@ class BERT4Rec(SequentialRecommender):
         out = self.head(states)
         return torch.cat([out, torch.ones_like(out[..., :1])], -1)
 
-    def _encode(self, inputs: Tensor, need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
-        """States `[B, T, d]` of right-aligned inputs (T ≤ max_len + 1) and, if asked, per-layer weights."""
+    def _encode(self, inputs: Tensor) -> Tensor:
+        """States `[B, T, d]` of right-aligned inputs (T ≤ max_len + 1)."""
         length = inputs.shape[1]
         # Positions count back from the most recent slot, so inputs of any width agree.
         positions = torch.arange(length - 1, -1, -1, device=inputs.device)
         x = self.emb_drop(self.emb_norm(self.item_emb(inputs) + self.pos_emb(positions)))
         allowed = attention_mask(inputs, causal=False)
-        weights = []
         for block in self.blocks:
-            x, w = block(x, allowed, need_weights)
-            if w is not None:
-                weights.append(w)
-        return x, weights
+            x = block(x, allowed)
+        return x
 
     def cloze_mask(self, items: Tensor) -> Tensor:
         """Positions to mask `[B, T]`: each real item with `mask_prob`, the last with `mask_last_prob` more.
@@ -110,7 +105,7 @@ class BERT4Rec(SequentialRecommender):
             raise TypeError("no training objective set; the trainer injects one from lmrec.training.losses")
         items = batch.items[:, -(self.max_len + 1) :]
         masked = self.cloze_mask(items)
-        states, _ = self._encode(items.masked_fill(masked, self.mask_id))
+        states = self._encode(items.masked_fill(masked, self.mask_id))
         return self.objective(self._query(states[masked]), items[masked], self.output_embeddings())
 
     def _with_mask_slot(self, history: Tensor) -> Tensor:
@@ -120,33 +115,5 @@ class BERT4Rec(SequentialRecommender):
 
     def score_all(self, history: Tensor, lengths: Tensor) -> Tensor:
         """Scores of the [MASK] slot after the history; the [MASK] id itself is never a column."""
-        states, _ = self._encode(self._with_mask_slot(history))
+        states = self._encode(self._with_mask_slot(history))
         return self.mask_padding(self._query(states[:, -1]) @ self.output_embeddings().T)
-
-    def explain(self, history: Tensor, lengths: Tensor, items: Tensor) -> Tensor:
-        """Gradient-weighted attention rollout (Chefer et al., ICCV 2021) from the [MASK] slot, per item.
-
-        Each layer's attention is weighted by the gradient of the item's score, keeping the positive
-        part and averaging heads, then rolled out through the layers with the residual identity: unlike
-        raw attention it differs between recommended items. Weights over the history sum to 1 per item
-        (all 0 if no position contributes positively); padding and history older than `max_len` get 0.
-        """
-        with torch.inference_mode(False), torch.enable_grad():
-            inputs = self._with_mask_slot(history.clone())
-            states, attentions = self._encode(inputs, need_weights=True)
-            query = self._query(states[:, -1])
-            scores = (query[:, None, :] * self.output_embeddings()[items.clone()]).sum(-1)  # [B, K]
-            relevance = torch.stack([self._rollout(scores[:, k].sum(), attentions) for k in range(items.shape[1])], 1)
-        weights = relevance[:, :, :-1] * (inputs[:, None, :-1] > 0)
-        weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-12)
-        return F.pad(weights, (history.shape[1] - weights.shape[-1], 0))
-
-    @staticmethod
-    def _rollout(score: Tensor, attentions: list[Tensor]) -> Tensor:
-        """Relevance `[B, T]` of each input position for the last slot's `score` (summed over rows)."""
-        grads = torch.autograd.grad(score, attentions, retain_graph=True)
-        length = attentions[0].shape[-1]
-        relevance = torch.eye(length, device=score.device).expand(attentions[0].shape[0], -1, -1)
-        for att, grad in zip(attentions, grads, strict=True):
-            relevance = relevance + (grad * att).clamp_min(0).mean(1) @ relevance
-        return relevance[:, -1].detach()

@@ -165,6 +165,11 @@ class LMRec(SASRec):
         with self._shared_table():
             return super().score_all(history, lengths)
 
+    def explain(self, history: Tensor, lengths: Tensor, items: Tensor) -> Tensor:
+        """SASRec's occlusion per item, with the item table computed once."""
+        with self._shared_table():
+            return super().explain(history, lengths, items)
+
     @contextmanager
     def _shared_table(self) -> Iterator[None]:
         self._table = self.item_table()

@@ -2,12 +2,11 @@
 
 Owns multi-head self-attention, the key mask that says which positions a query sees (causal for SASRec,
 both directions for BERT4Rec; never padding), and the block around the attention, pre-norm (SASRec) or
-post-norm (BERT) by `norm_first`. Attention weights come back when asked, for attention explanations.
+post-norm (BERT) by `norm_first`. The attention also takes projected inputs and leaves out the output
+projection (`attend`), so that SASRec's occlusion can reuse projections and project only what it keeps.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -36,20 +35,17 @@ class MultiHeadSelfAttention(nn.Module):
         self.out = nn.Linear(hidden, hidden)
         self.dropout = dropout
 
-    def forward(self, x: Tensor, allowed: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        """Outputs `[B, T, d]` for `allowed` `[B, 1, T, T]`, and the per-head weights `[B, H, T, T]` if asked."""
-        bsz, length, hidden = x.shape
-        q, k, v = self.qkv(x).view(bsz, length, 3, self.heads, hidden // self.heads).permute(2, 0, 3, 1, 4)
+    def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
+        """Outputs `[B, T, d]` of inputs `[B, T, d]` for `allowed` `[B, 1, T, T]`."""
+        return self.out(self.attend(self.qkv(x), allowed))
+
+    def attend(self, qkv: Tensor, allowed: Tensor) -> Tensor:
+        """The heads' outputs `[B, T, d]`, before the output projection, for projected inputs `qkv` `[B, T, 3d]`."""
+        bsz, length, width = qkv.shape
+        q, k, v = qkv.view(bsz, length, 3, self.heads, width // (3 * self.heads)).permute(2, 0, 3, 1, 4)
         drop = self.dropout if self.training else 0.0
-        if need_weights:
-            # The same function as the fused kernel, spelled out so that the weights can be kept.
-            weights = ((q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])).masked_fill(~allowed, float("-inf"))
-            weights = weights.softmax(-1)
-            y = F.dropout(weights, drop) @ v
-        else:
-            weights = None
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop)
-        return self.out(y.transpose(1, 2).reshape(bsz, length, hidden)), weights
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop)
+        return y.transpose(1, 2).reshape(bsz, length, width // 3)
 
 
 class TransformerBlock(nn.Module):
@@ -77,15 +73,13 @@ class TransformerBlock(nn.Module):
             self.ln2 = nn.LayerNorm(hidden)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, allowed: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        """New states `[B, T, d]` and, when asked, the per-head attention weights `[B, H, T, T]`."""
+    def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
+        """New states `[B, T, d]` of states `[B, T, d]` for `allowed` `[B, 1, T, T]`."""
         if self.norm_first:
-            y, weights = self.attn(self.ln1(x), allowed, need_weights)
-            x = x + self.drop(y)
-            return x + self.drop(self.ffn(self.ln2(x))), weights
-        y, weights = self.attn(x, allowed, need_weights)
-        x = self.ln1(x + self.drop(y))
-        return self.ln2(x + self.drop(self.ffn(x))), weights
+            x = x + self.drop(self.attn(self.ln1(x), allowed))
+            return x + self.drop(self.ffn(self.ln2(x)))
+        x = self.ln1(x + self.drop(self.attn(x, allowed)))
+        return self.ln2(x + self.drop(self.ffn(x)))
 
 
 def init_weights(module: nn.Module) -> None:

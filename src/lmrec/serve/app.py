@@ -16,19 +16,21 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Security
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from lmrec.config import EXCLUDE_SEEN_DEFAULT
 from lmrec.errors import ExplanationUnavailable, LmrecError
 from lmrec.serve import schemas as s
-from lmrec.serve.auth import ApiKeys, load_keys
+from lmrec.serve.auth import ApiKeys, bearer, load_keys
 from lmrec.serve.engine import Unsupported
 from lmrec.serve.inputs import StrictJSONRoute, ValidURL
 from lmrec.serve.metrics import MetricsMiddleware
+from lmrec.serve.page import add_page
 from lmrec.serve.service import (
     BatchRejected,
     CatalogueChanged,
@@ -181,6 +183,11 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
         """Prometheus metrics: requests, latencies, events, model version."""
         return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    @app.get("/v1/auth", response_model=s.AuthInfo, tags=["ops"])
+    async def auth(credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> s.AuthInfo:
+        """What needs an API key, and whether the one sent is valid; it needs none, so a client can ask first."""
+        return keys.describe(credentials)
+
     @app.post("/v1/events", response_model=s.EventsAccepted, dependencies=writer, tags=["events"],
               responses=_responses(401, 413, 422))  # fmt: skip
     def post_events(
@@ -232,6 +239,15 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
         """The user's most recent 1,000 events (training data, then stored), oldest first."""
         return service.history(_checked_id(user_id, "user_id"))
 
+    @app.get("/v1/users", response_model=s.UserList, dependencies=reader, tags=["users"],
+             responses=_responses(401, 422))  # fmt: skip
+    def users(
+        prefix: Annotated[str, Query(max_length=s.MAX_ID_LENGTH, pattern=s.NO_CONTROL)] = "",
+        limit: Annotated[int, Query(ge=1, le=s.MAX_LIST)] = 20,
+    ) -> s.UserList:
+        """User ids that start with `prefix`, from the served dataset and the event store, in code-point order."""
+        return service.users(prefix, limit)
+
     @app.delete("/v1/users/{user_id}", response_model=s.Erased, dependencies=writer, tags=["users"],
                 responses=_responses(401, 404, 422))  # fmt: skip
     def erase(user_id: UserId) -> s.Erased:
@@ -253,6 +269,7 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
         Either way the served version keeps serving; `force=true` tries a refused version again."""
         return service.reload(force=force)
 
+    add_page(app)
     app.add_middleware(BodyLimit, limit=service.config.max_body_bytes)
     app.add_middleware(ValidURL)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)

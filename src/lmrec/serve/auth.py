@@ -10,11 +10,13 @@ from __future__ import annotations
 import hmac
 import os
 from pathlib import Path
+from typing import Literal
 
 from fastapi import HTTPException, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from lmrec.errors import LmrecError
+from lmrec.serve.schemas import AuthInfo
 
 KEYS_ENV = "LMREC_API_KEYS"
 MIN_KEY_LENGTH = 16
@@ -48,19 +50,31 @@ class ApiKeys:
         self.keys = tuple(k.encode() for k in keys)
         self.public_reads = public_reads
 
+    def key_state(self, credentials: HTTPAuthorizationCredentials | None) -> Literal["valid", "invalid", "absent"]:
+        """Whether a request sent no bearer key, a configured one (compared in constant time) or another."""
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            return "absent"
+        given = credentials.credentials.encode("utf-8", "surrogateescape")
+        return "valid" if any(hmac.compare_digest(given, key) for key in self.keys) else "invalid"
+
     def _check(self, credentials: HTTPAuthorizationCredentials | None) -> None:
         if not self.keys:
             return
-        if credentials is None or credentials.scheme.lower() != "bearer":
+        state = self.key_state(credentials)
+        if state == "absent":
             raise HTTPException(
                 401, "this endpoint needs an API key: send 'Authorization: Bearer KEY'.",
                 headers={"WWW-Authenticate": "Bearer"},
             )  # fmt: skip
-        given = credentials.credentials.encode("utf-8", "surrogateescape")
-        if not any(hmac.compare_digest(given, key) for key in self.keys):
+        if state == "invalid":
             raise HTTPException(
                 401, "the API key is not valid.", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
             )
+
+    def describe(self, credentials: HTTPAuthorizationCredentials | None) -> AuthInfo:
+        """What needs a key here and whether this request's key is valid, so a client can ask before it reads."""
+        needs = "key" if self.keys else "public"
+        return AuthInfo(reads="public" if self.public_reads else needs, writes=needs, key=self.key_state(credentials))
 
     def writer(self, credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
         """Writes and admin endpoints always need a key (when keys are configured)."""

@@ -18,14 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from lmrec.errors import LmrecError
-from lmrec.inference.recommender import Recommender
+from lmrec.inference.recommender import PastEvent, Recommender, strongest_events
 from lmrec.models.base import SequentialRecommender
 from lmrec.serve.retrieval import EXACT_LIMIT, InnerProductIndex, normalised
 from lmrec.serve.store import StoredEvent, StoredItem
 
 log = logging.getLogger(__name__)
-
-EXPLAIN_TOP = 3
 
 
 class Unsupported(LmrecError):
@@ -38,7 +36,7 @@ class Ranked:
 
     item: int
     score: float
-    because: list[tuple[str, float]] | None = None
+    because: list[PastEvent] | None = None
 
 
 @dataclass(frozen=True)
@@ -203,15 +201,13 @@ class Engine:
             scores = scores + self.model.seen_weight * torch.isin(items, tensor[0])
         return items, scores
 
-    def _explain(self, history: Tensor, lengths: Tensor, items: Tensor) -> list[list[tuple[str, float]]]:
-        """For each item, the (at most 3) past items with the largest positive weight in the model's explain()."""
+    def _explain(self, history: Tensor, lengths: Tensor, items: Tensor) -> list[list[PastEvent]]:
+        """For each item, the past events that most raise its own score (the model's explain()), with titles."""
         weights = self.model.explain(history, lengths, items[None])[0]
-        out = []
-        for row in weights:
-            order = torch.argsort(row, descending=True)[:EXPLAIN_TOP].tolist()
-            past = history[0].tolist()
-            out.append([(self.item_ids[past[j]], float(row[j])) for j in order if past[j] > 0 and float(row[j]) > 0])
-        return out
+        return [
+            [PastEvent(self.item_ids[item], self.title(item), weight) for item, weight in events]
+            for events in strongest_events(weights, history[0])
+        ]
 
     def popular(self, k: int, exclude: np.ndarray | None = None, candidates: np.ndarray | None = None) -> list[Ranked]:
         """The most frequent items of the training data (the fallback without a usable history)."""

@@ -26,6 +26,7 @@ MAX_K = 1000
 MAX_LIST = 1000
 MAX_TIMESTAMP = 253_402_300_799.0  # 9999-12-31T23:59:59Z
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode's control characters (Cc): C0, DEL and C1
+NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]*$"  # a query parameter's pattern: any text without those
 
 
 class InvalidInput(LmrecError):
@@ -164,10 +165,11 @@ class EventsAccepted(BaseModel):
 
 
 class Influence(BaseModel):
-    """A past event and how much it drove a recommendation."""
+    """A past event and how much it raised one recommended item's score."""
 
     item_id: str
-    weight: float
+    title: str = Field(description="the past item's title, as plain text")
+    weight: float = Field(description="that item's score minus its score with this event removed (> 0)")
 
 
 class RecommendedItem(BaseModel):
@@ -176,7 +178,9 @@ class RecommendedItem(BaseModel):
     item_id: str
     title: str
     score: float
-    because: list[Influence] | None = Field(None, description="with explain=true: the most influential past items")
+    because: list[Influence] | None = Field(
+        None, description="with explain=true: the (at most 3) past events that most raise this item's score"
+    )
 
 
 class Recommendations(BaseModel):
@@ -248,6 +252,7 @@ class HistoryEvent(BaseModel):
     """One event of a user's history."""
 
     item_id: str
+    title: str = Field(description="the item's display title (its id when the catalogue does not know it)")
     type: str | None
     timestamp: float
     value: float | None
@@ -260,6 +265,21 @@ class History(BaseModel):
     user_id: str
     events: list[HistoryEvent]
     truncated: bool = Field(description="true when older events were left out")
+
+
+class UserList(BaseModel):
+    """User ids starting with a prefix (the served dataset's and the store's), in code-point order."""
+
+    users: list[str]
+    truncated: bool = Field(description="true when more users match than `limit`")
+
+
+class AuthInfo(BaseModel):
+    """What needs an API key on this service, and whether the key sent with this request is valid."""
+
+    reads: Literal["public", "key"]
+    writes: Literal["public", "key"]
+    key: Literal["valid", "invalid", "absent"] = Field(description="the bearer key of this request")
 
 
 class Erased(BaseModel):

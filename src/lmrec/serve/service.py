@@ -32,6 +32,7 @@ from lmrec.serve.live import DEFAULT_CAPACITY, LiveHistories
 from lmrec.serve.metrics import Metrics
 from lmrec.serve.retrieval import EXACT_LIMIT
 from lmrec.serve.store import EventStore, StoredItem
+from lmrec.serve.users import matching_users
 
 log = logging.getLogger(__name__)
 
@@ -221,10 +222,11 @@ class Service:
         self.metrics.set_model(engine.version, engine.model_name)
         log.info("serving model version %s", engine.version)
         if engine.dataset.fingerprint != previous.dataset.fingerprint:
-            log.warning(
-                "the catalogue changed with version %s: dataset %s (%d items) replaces %s (%d items) of version %s",
-                engine.version, engine.dataset.path, engine.n_items, previous.dataset.path, previous.n_items,
-                previous.version,
+            grown = engine.dataset.extends(previous.dataset.fingerprint)  # a retraining snapshot: routine, not news
+            (log.info if grown else log.warning)(
+                "the catalogue %s with version %s: dataset %s (%d items) replaces %s (%d items) of version %s",
+                "grew" if grown else "changed", engine.version, engine.dataset.path, engine.n_items,
+                previous.dataset.path, previous.n_items, previous.version,
             )  # fmt: skip
         return s.Reloaded(model_version=engine.version, changed=changed)
 
@@ -387,7 +389,7 @@ class Service:
     def _item(engine: Engine, ranked: Ranked, explain: bool) -> s.RecommendedItem:
         because = None
         if explain:
-            because = [s.Influence(item_id=i, weight=w) for i, w in ranked.because or []]
+            because = [s.Influence(item_id=e.item_id, title=e.title, weight=e.weight) for e in ranked.because or []]
         return s.RecommendedItem(
             item_id=engine.item_ids[ranked.item], title=engine.title(ranked.item), score=ranked.score, because=because
         )
@@ -410,11 +412,18 @@ class Service:
         """The user's most recent events (training data, then stored), at most 1,000, oldest first."""
         engine = self.engine
         dataset = [
-            s.HistoryEvent(item_id=i, type=None, timestamp=t, value=None, source="dataset")
+            s.HistoryEvent(item_id=i, title=_title(engine, i), type=None, timestamp=t, value=None, source="dataset")
             for i, t in engine.dataset_events(user_id)[-(HISTORY_LIMIT + 1) :]
         ]
         stored = [
-            s.HistoryEvent(item_id=e.item_id, type=e.type, timestamp=e.timestamp, value=e.value, source="stored")
+            s.HistoryEvent(
+                item_id=e.item_id,
+                title=_title(engine, e.item_id),
+                type=e.type,
+                timestamp=e.timestamp,
+                value=e.value,
+                source="stored",
+            )
             for e in self.store.user_events(user_id, limit=HISTORY_LIMIT + 1)
             if e.id > engine.dataset.events_through  # a retraining snapshot lists the earlier ones already
         ]
@@ -422,6 +431,11 @@ class Service:
         if not events:
             raise NotFound(f"unknown user {user_id!r}: no events in the training data or the store.")
         return s.History(user_id=user_id, events=events[-HISTORY_LIMIT:], truncated=len(events) > HISTORY_LIMIT)
+
+    def users(self, prefix: str, limit: int) -> s.UserList:
+        """Up to `limit` user ids starting with `prefix`, from the served dataset and the store (the page's picker)."""
+        users, truncated = matching_users(self.engine.dataset, self.store, prefix, limit)
+        return s.UserList(users=users, truncated=truncated)
 
     def erase(self, user_id: str) -> s.Erased:
         """Delete the user's stored events; they stop influencing recommendations at once."""
@@ -484,6 +498,12 @@ class Service:
                 for p in predictions
             ],
         )
+
+
+def _title(engine: Engine, item_id: str) -> str:
+    """An item's display title, or its id when the served catalogue does not know it."""
+    item = engine.item_index.get(item_id)
+    return item_id if item is None else engine.title(item)
 
 
 def _reason(exc: Exception) -> str:

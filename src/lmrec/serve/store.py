@@ -249,6 +249,17 @@ class EventStore:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
+    def user_ids(self, prefix: str, limit: int) -> list[str]:
+        """The first `limit` distinct user ids with stored events that start with `prefix`, in code-point order
+        (SQLite compares text by its bytes; PostgreSQL is told to, by the "C" collation)."""
+        column = events_table.c.user_id
+        ordered = (column.collate("C") if self.backend == "postgresql" else column).label("user_id")
+        query = select(ordered).distinct().order_by(ordered).limit(limit)
+        if prefix:
+            query = query.where(func.substr(column, 1, len(prefix)) == prefix)
+        with self.engine.connect() as conn:
+            return [row.user_id for row in conn.execute(query)]
+
     def delete_user(self, user_id: str) -> int:
         """Erase every stored event of a user; returns how many were deleted."""
         with self._writer.begin() as conn:

@@ -55,6 +55,7 @@ from lmrec.models.classifier import MODEL_NAME, Classifier, ClassifierConfig, re
 from lmrec.models.cross_encoder import HISTORY_FEATURES, CrossEncoder, pair_token_lengths, tokenize_pairs
 from lmrec.registry.run import LOCK_NAME, RunDir
 from lmrec.training.trainer import peak_rss_mb, seed_everything
+from lmrec.training.training_log import TrainingLog, epoch_limit, time_budget
 from lmrec.version import __version__
 
 log = logging.getLogger(__name__)
@@ -173,14 +174,30 @@ def _schedule(total: int, warmup: float) -> Callable[[int], float]:
 
 def _valid_scores(valid: Examples, probs: np.ndarray) -> dict[str, float]:
     """Validation log-loss, and AUC when both classes are present."""
-    scores = {"valid_logloss": log_loss(valid.label, probs)}
+    scores = {"logloss": log_loss(valid.label, probs)}
     if 0 < valid.label.sum() < len(valid):
-        scores["valid_auc"] = roc_auc(valid.label, probs)
+        scores["auc"] = roc_auc(valid.label, probs)
     return scores
 
 
-def fit_encoder(clf: Classifier, train: Examples, valid: Examples, progress: bool = False) -> dict[str, Any]:
-    """Stage 2: train the cross-encoder on `train` with the biases frozen; keep the best validation state."""
+def encoder_log() -> TrainingLog:
+    """The record of stage 2: one row, TensorBoard scalars and console line per validation check."""
+    return TrainingLog("logloss", log, unit="step", offset=0)
+
+
+def fit_encoder(
+    clf: Classifier,
+    train: Examples,
+    valid: Examples,
+    progress: bool = False,
+    training_log: TrainingLog | None = None,
+) -> dict[str, Any]:
+    """Stage 2: train the cross-encoder on `train` with the biases frozen; keep the best validation state.
+
+    Each validation check is recorded in `training_log` (a new `encoder_log()` by default), whose history
+    the report returns as `checks`.
+    """
+    training_log = encoder_log() if training_log is None else training_log
     config, model = clf.config, clf.model
     histories, candidates = clf.example_texts(train)
     truncated = int((pair_token_lengths(clf.tokenizer, histories, candidates) > config.max_length).sum())
@@ -197,12 +214,11 @@ def fit_encoder(clf: Classifier, train: Examples, valid: Examples, progress: boo
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, config.warmup))
     # Validation inputs are rendered once: the bias terms, and so the history features, are frozen here.
     valid_texts = (*clf.example_texts(valid), clf.features(valid)) if len(valid) else None
-    initial = _valid_scores(valid, clf.bias_probabilities(valid)) if len(valid) else {"valid_logloss": math.nan}
-    best = {"step": 0, "logloss": initial["valid_logloss"]}
+    initial = _valid_scores(valid, clf.bias_probabilities(valid)) if len(valid) else {"logloss": math.nan}
+    best = {"step": 0, "logloss": initial["logloss"]}
     best_state = trainable_state(model)
-    checks: list[dict[str, float]] = []
     losses: list[float] = []
-    started, step, stopped_by = time.perf_counter(), 0, "epochs"
+    started, step, stopped_by = time.perf_counter(), 0, ""
     model.train()
     with tqdm(total=total, desc="training", unit="step", disable=not progress) as bar:
         for _ in range(config.epochs):
@@ -213,14 +229,17 @@ def fit_encoder(clf: Classifier, train: Examples, valid: Examples, progress: boo
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
                 if valid_texts is not None and (step % config.eval_every == 0 or step == total):
-                    _check(clf, valid, valid_texts, losses, checks, best, best_state)
+                    _check(clf, valid, valid_texts, losses, training_log, best, best_state)
                 if config.max_seconds is not None and time.perf_counter() - started > config.max_seconds:
-                    stopped_by = "time"
+                    stopped_by = time_budget(config.max_seconds)
                     break
-            if stopped_by == "time":
+            if stopped_by:
                 break
+    checks = training_log.history
     if valid_texts is not None and (not checks or checks[-1]["step"] != step):
-        _check(clf, valid, valid_texts, losses, checks, best, best_state)
+        _check(clf, valid, valid_texts, losses, training_log, best, best_state)
+    stopped_by = stopped_by or epoch_limit(config.epochs)
+    training_log.stopped(stopped_by)
     if valid_texts is not None:
         model.load_state_dict(best_state, strict=False)
     model.eval()
@@ -263,37 +282,41 @@ def _check(
     valid: Examples,
     inputs: tuple[list[str], list[str], np.ndarray],
     losses: list[float],
-    checks: list[dict[str, float]],
+    training_log: TrainingLog,
     best: dict[str, float],
     best_state: dict[str, torch.Tensor],
 ) -> None:
-    """Evaluate on validation; keep the state when its log-loss is the best so far."""
+    """Evaluate on validation; keep the state when its log-loss is the best so far; record the check."""
     step = len(losses)
+    checks = training_log.history
     since = len(losses) - (int(checks[-1]["step"]) if checks else 0)
     histories, candidates, features = inputs
     probs, _ = clf.predict_texts(histories, candidates, valid.user, valid.item, features)
     scores = _valid_scores(valid, probs)
-    logloss = scores["valid_logloss"]
-    checks.append({"step": step, "train_loss": float(np.mean(losses[-since:])), **scores})
-    log.info("step %d: valid log-loss %.4f (best %.4f at step %d)", step, logloss, best["logloss"], best["step"])
+    logloss = scores["logloss"]
     if not logloss >= best["logloss"]:
         best.update(step=step, logloss=logloss)
         best_state.update(trainable_state(clf.model))
+    training_log.record(step, float(np.mean(losses[-since:])), scores, (best["logloss"], int(best["step"])))
 
 
 def train_classifier(
-    events: EventLog, config: ClassifierConfig, sets: ExampleSets, progress: bool = False
+    events: EventLog,
+    config: ClassifierConfig,
+    sets: ExampleSets,
+    progress: bool = False,
+    training_log: TrainingLog | None = None,
 ) -> tuple[Classifier, dict[str, Any]]:
     """Build and train a classifier in two stages (biases, then the cross-encoder); return it and a report.
 
     Seeded like every training (`seed_everything`); `build_classifier` seeds torch again right before the
-    encoder is made, which is what fixes its initial weights.
+    encoder is made, which is what fixes its initial weights. `training_log` records stage 2's checks.
     """
     seed_everything(config.seed)
     clf = build_classifier(config, events)
     bias_train = sets.train if config.bias_examples == "all" else sets.train_used
     biases = fit_biases(clf, bias_train, sets.valid_used, config.bias_l2)
-    encoder = fit_encoder(clf, sets.train_used, sets.valid_used, progress)
+    encoder = fit_encoder(clf, sets.train_used, sets.valid_used, progress, training_log)
     return clf, {"bias": {**biases, "examples": len(bias_train)}, "encoder": encoder}
 
 
@@ -321,10 +344,11 @@ def train_run(
     run.check_new(overwrite=overwrite, resume=False)
     encoder = TextEncoder(config.encoder, max_length=config.max_length)
     sets = example_sets(events, config)
+    training_log = encoder_log()  # its TensorBoard scalars are saved with the run, once it is done
     with run.lock():  # held from the start, so that a second training of this folder stops at once
         fresh = not any(p.name != LOCK_NAME for p in run.path.iterdir())
         try:
-            metrics, clf, probs, baseline = _train_and_score(events, config, sets, progress)
+            metrics, clf, probs, baseline = _train_and_score(events, config, sets, progress, training_log)
         except BaseException:
             if fresh:
                 run.discard()  # nothing was written; a replaced run stays as it was until the new one is done
@@ -332,6 +356,7 @@ def train_run(
         run.create(overwrite=overwrite, resume=False)
         save_model(clf, run.path / "model")
         save_predictions(run.path / "predictions" / "test.npz", sets.test_used, probs, baseline)
+        training_log.save(run.logs_dir)
         atomic_write_text(run.config_file, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         info = {
             "model": MODEL_NAME,
@@ -353,11 +378,11 @@ def train_run(
 
 
 def _train_and_score(
-    events: EventLog, config: ClassifierConfig, sets: ExampleSets, progress: bool
+    events: EventLog, config: ClassifierConfig, sets: ExampleSets, progress: bool, training_log: TrainingLog
 ) -> tuple[dict[str, Any], Classifier, np.ndarray, np.ndarray]:
     """Train the classifier, score the test examples, and gather the metrics (nothing is written here)."""
     started = time.perf_counter()
-    clf, report = train_classifier(events, config, sets, progress)
+    clf, report = train_classifier(events, config, sets, progress, training_log)
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
     with progress_bar(len(sets.test_used), progress) as bar:

@@ -24,9 +24,12 @@ from lmrec.data.dataset import PreparedDataset
 from lmrec.evaluation.evaluator import Evaluator
 from lmrec.models.base import Batch, SequentialRecommender
 from lmrec.training.losses import full_softmax_ce
+from lmrec.training.training_log import TrainingLog, early_stopping, epoch_limit, time_budget
 from lmrec.training.windows import WindowSet
 
 log = logging.getLogger(__name__)
+
+METRIC = "ndcg@10"  # the validation metric, averaged over the sources, that keeps the best state
 
 
 @dataclass
@@ -49,7 +52,11 @@ def contrastive_loss(hidden: Tensor, targets: Tensor, table: Tensor, temperature
 
 
 class Pretrainer:
-    """Trains an inductive lmrec model on several sources; validation NDCG@10 averaged over sources."""
+    """Trains an inductive lmrec model on several sources; validation NDCG@10 averaged over sources.
+
+    Its history and TensorBoard scalars are kept in `training_log`; the caller saves the scalars into the
+    run folder, which is written only once pre-training is done.
+    """
 
     def __init__(
         self,
@@ -71,7 +78,8 @@ class Pretrainer:
         ]
         self.model.objective = full_softmax_ce()
         self.rng = np.random.default_rng(config.seed)
-        self.history: list[dict[str, float]] = []
+        self.training_log = TrainingLog(METRIC, log)
+        self.stopped_by = ""
         self.train_seconds = 0.0
 
     def _use(self, source: Source) -> None:
@@ -96,8 +104,8 @@ class Pretrainer:
         for source in self.sources:
             self._use(source)
             result = Evaluator(source.dataset, "valid", [10], mask_history=self.config.eval.mask_history)(self.model)
-            scores[f"{source.dataset.name}/ndcg@10"] = result.metrics["ndcg@10"]
-        scores["ndcg@10"] = float(np.mean(list(scores.values())))
+            scores[f"{source.dataset.name}/{METRIC}"] = result.metrics[METRIC]
+        scores[METRIC] = float(np.mean(list(scores.values())))
         return scores
 
     def fit(self) -> dict[str, float]:
@@ -105,35 +113,42 @@ class Pretrainer:
         cfg = self.config.train
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        best, best_state, bad = -math.inf, None, 0
+        best, best_epoch, best_state, bad = -math.inf, -1, None, 0
         best_scores: dict[str, float] = {}
+        self.stopped_by = epoch_limit(cfg.epochs)
         for epoch in range(cfg.epochs):
             started = time.perf_counter()
-            self._epoch(optimizer, epoch)
+            loss = self._epoch(optimizer, epoch)
             scores = self.validate()
             self.train_seconds += time.perf_counter() - started
-            self.history.append({"epoch": epoch, **scores})
-            log.info("pretrain epoch %d %s", epoch, {k: round(v, 4) for k, v in scores.items()})
-            if scores["ndcg@10"] > best:
-                best, bad, best_scores = scores["ndcg@10"], 0, scores
+            improved = scores[METRIC] > best
+            if improved:
+                best, best_epoch, bad, best_scores = scores[METRIC], epoch, 0, scores
                 best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             else:
                 bad += 1
-                if bad >= cfg.patience:
-                    break
-            if cfg.max_seconds is not None and self.train_seconds >= cfg.max_seconds:
+            self.training_log.record(epoch, loss, scores, (best, best_epoch), seconds=self.train_seconds)
+            if not improved and bad >= cfg.patience:
+                self.stopped_by = early_stopping(cfg.patience, METRIC)
                 break
+            if cfg.max_seconds is not None and self.train_seconds >= cfg.max_seconds:
+                self.stopped_by = time_budget(cfg.max_seconds)
+                break
+        self.training_log.stopped(self.stopped_by)
         if best_state is not None:
             keep = {k: v for k, v in best_state.items() if k not in self.model.catalogue_keys()}
             self.model.load_state_dict(keep, strict=False)
         return best_scores
 
-    def _epoch(self, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+    def _epoch(self, optimizer: torch.optim.Optimizer, epoch: int) -> float:
+        """One pass over every source's windows in a seeded interleaved order; returns the mean batch loss."""
         cfg = self.config.train
         plan = [(i, b) for i, s in enumerate(self.sources) for b in s.windows.batches(cfg.batch_size, self.rng)]
         order = self.rng.permutation(len(plan))
         self.model.train()
-        for index in tqdm(order, desc=f"pretrain epoch {epoch}", disable=not self.progress, leave=False):
+        total = 0.0
+        bar = tqdm(order, desc=f"pretrain epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress, leave=False)
+        for count, index in enumerate(bar, 1):
             source, batch = plan[index]
             self._use(self.sources[source])
             loss = self._step_loss(batch)
@@ -142,3 +157,6 @@ class Pretrainer:
             if cfg.clip_norm:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
             optimizer.step()
+            total += loss.item()
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        return total / max(1, len(order))

@@ -88,7 +88,7 @@ def train(
                 info["warm_start"] = str(Path(warm_start).resolve())
             _start_run(run, config, changes, trainer.state.epoch, info, resume)
             state = trainer.fit()
-            metrics = _final_metrics(run, dataset, config, state)
+            metrics = _final_metrics(run, dataset, config, state, progress)
             if text_summary:
                 metrics["item_text"] = text_summary
             if init_summary:
@@ -172,7 +172,9 @@ def _run_info(
     return {**info, "init": str(Path(init).resolve())} if init is not None else info
 
 
-def _final_metrics(run: RunDir, dataset: PreparedDataset, config: RunConfig, state: TrainState) -> dict[str, Any]:
+def _final_metrics(
+    run: RunDir, dataset: PreparedDataset, config: RunConfig, state: TrainState, progress: bool
+) -> dict[str, Any]:
     """Evaluate the run's best checkpoint on valid and test (ranks saved for paired tests): metrics.json."""
     model_ = run.load_model(dataset.fingerprint)
     results = {
@@ -183,6 +185,7 @@ def _final_metrics(run: RunDir, dataset: PreparedDataset, config: RunConfig, sta
             ks=config.eval.ks,
             mask_history=config.eval.mask_history,
             batch_size=config.eval.batch_size,
+            progress=progress,
         )
         for split in ("valid", "test")
     }

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from lmrec.config import RunConfig
@@ -27,6 +26,7 @@ from lmrec.models.base import SequentialRecommender, build_model
 from lmrec.registry.run import RunDir
 from lmrec.runtime import configure_threads
 from lmrec.training.losses import make_objective
+from lmrec.training.training_log import TrainingLog, early_stopping, epoch_limit, time_budget
 from lmrec.training.windows import WindowSet
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ class Trainer:
             self._validator = Evaluator(
                 self.dataset, "valid", ev.ks, mask_history=ev.mask_history, batch_size=ev.batch_size
             )
-        return self._validator(self.model).metrics
+        return self._validator(self.model, progress=self.progress).metrics
 
     def prepare(self, resume: bool = False) -> None:
         """Fit the model's statistics, set up the optimiser and, to resume, restore the last checkpoint.
@@ -236,14 +236,12 @@ class Trainer:
             self.state.history.append(self.validate())
             self.state.stopped_by = "no training (statistics of the training events)"
             return self.state
-        writer = SummaryWriter(str(self.run.logs_dir))
-        try:
+        training_log = TrainingLog(self.config.eval.metric, log, history=self.state.history)
+        with training_log.writing(self.run.logs_dir):
             while not self._stop_reason():
-                self._epoch(writer)
-        finally:
-            writer.close()
+                self._epoch(training_log)
         self.state.stopped_by = self._stop_reason()
-        log.info("training stopped by %s", self.state.stopped_by)
+        training_log.stopped(self.state.stopped_by)
         if self.state.best_epoch < 0:
             self._save_best()
         return self.state
@@ -257,16 +255,16 @@ class Trainer:
         """
         cfg, state = self.config.train, self.state
         if state.epoch >= cfg.epochs:
-            return f"the epoch limit ({cfg.epochs})"
+            return epoch_limit(cfg.epochs)
         if state.bad_epochs >= cfg.patience:
-            return f"early stopping ({cfg.patience} epochs without a better {self.config.eval.metric})"
+            return early_stopping(cfg.patience, self.config.eval.metric)
         if cfg.max_seconds is not None and state.epoch > 0:
             slowest = max(self._epoch_seconds or [state.train_seconds / state.epoch])
             if state.train_seconds + slowest > cfg.max_seconds:
-                return f"the time budget ({cfg.max_seconds:g} s; another epoch takes about {slowest:.0f} s)"
+                return time_budget(cfg.max_seconds, f"another epoch takes about {slowest:.0f} s")
         return ""
 
-    def _epoch(self, writer: SummaryWriter) -> None:
+    def _epoch(self, training_log: TrainingLog) -> None:
         cfg = self.config.train
         started = time.perf_counter()
         self.model.train()
@@ -274,7 +272,7 @@ class Trainer:
         bar = tqdm(
             self.windows.batches(cfg.batch_size, self.rng),
             total=math.ceil(len(self.windows) / cfg.batch_size),
-            desc=f"epoch {self.state.epoch}",
+            desc=f"epoch {self.state.epoch + 1}/{cfg.epochs}",
             disable=not self.progress,
             leave=False,
             unit="batch",
@@ -299,26 +297,22 @@ class Trainer:
             metrics = self.validate()
         self._epoch_seconds.append(time.perf_counter() - started)
         self.state.train_seconds += self._epoch_seconds[-1]
-        self._log_epoch(writer, train_loss, metrics)
+        self._log_epoch(training_log, train_loss, metrics)
         self.state.epoch += 1
         self.run.save(self.run.last_file, self._resume_state())
 
-    def _log_epoch(self, writer: SummaryWriter, train_loss: float, metrics: dict[str, float]) -> None:
-        epoch = self.state.epoch
-        writer.add_scalar("train/loss", train_loss, epoch)
-        writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], epoch)
-        for name, value in metrics.items():
-            writer.add_scalar(f"valid/{name}", value, epoch)
-        record = {"epoch": epoch, "loss": train_loss, "seconds": self.state.train_seconds, **metrics}
-        self.state.history.append(record)
-        key = self.config.eval.metric
+    def _log_epoch(self, training_log: TrainingLog, train_loss: float, metrics: dict[str, float]) -> None:
+        """Keep the best model and the patience count, then record the epoch (history, TensorBoard, console)."""
+        epoch, key = self.state.epoch, self.config.eval.metric
         if key in metrics:
             if metrics[key] > self.state.best:
                 self.state.best, self.state.best_epoch, self.state.bad_epochs = metrics[key], epoch, 0
                 self._save_best()
             else:
                 self.state.bad_epochs += 1
-        log.info("epoch %d loss %.4f %s", epoch, train_loss, {k: round(v, 4) for k, v in metrics.items()})
+        training_log.scalar("train/lr", self.scheduler.get_last_lr()[0], epoch)
+        best = (self.state.best, self.state.best_epoch) if key in metrics else None
+        training_log.record(epoch, train_loss, metrics, best, seconds=self.state.train_seconds)
 
 
 def default_run_path(dataset: Path, model: str) -> Path:
