@@ -155,3 +155,25 @@ def test_a_damaged_prepared_dataset_is_one_sentence(tmp_path: Path, name: str, c
     (tmp_path / "d" / name).write_text(content)
     with pytest.raises(DataError, match=expected):
         PreparedDataset.load(tmp_path / "d")
+
+
+def test_a_log_larger_than_the_memory_limit_prepares_by_spilling(tmp_path: Path, run_cli) -> None:
+    log = tmp_path / "log.csv"
+    synth = ["data", "synth", "--users", "15000", "--items", "8000", "--events", "3000000", "--out", str(log)]
+    assert run_cli(synth)[0] == 0
+    assert log.stat().st_size > 96 * 2**20  # the log alone is larger than DuckDB may hold
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    bounded = prepare(log, tmp_path / "bounded", memory_limit="96MB", temp_dir=spill)
+    manifest = bounded.manifest
+    assert manifest["resources"]["memory_limit"] == "96MB" and manifest["options"]["temp_dir"] == str(spill)
+    assert manifest["interactions"] + sum(manifest["dropped"].values()) == manifest["rows_read"] > 3_000_000
+    assert list(spill.iterdir()) == []  # the spill folder is cleaned up
+    with pytest.raises(DataError, match=r"within DuckDB's memory limit .*raise --memory-limit"):
+        prepare(log, tmp_path / "starved", memory_limit="8MB")
+
+
+def test_a_memory_limit_that_is_not_a_size_is_one_sentence(write, tmp_path: Path) -> None:
+    log = write("log.csv", "user_id,item_id,timestamp\nu1,i1,1\nu1,i2,2\nu1,i3,3\n")
+    with pytest.raises(ConfigError, match=r"--memory-limit: .*'2 gigs' is not a size; write it like 512MB or 2GB"):
+        prepare(log, tmp_path / "d", memory_limit="2 gigs")

@@ -84,6 +84,12 @@ def prepare_command(
     ] = None,
     name: Annotated[str | None, typer.Option(help="Dataset name for tables (default: from the source).")] = None,
     strict: Annotated[bool, typer.Option(help="Stop at the first bad row, with its line number.")] = False,
+    memory_limit: Annotated[
+        str | None, typer.Option(help="DuckDB's working memory, e.g. 2GB (default 3GB or $LMREC_DUCKDB_MEMORY).")
+    ] = None,
+    temp_dir: Annotated[
+        Path | None, typer.Option(help="Where DuckDB spills what exceeds --memory-limit (default: beside --out).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing prepared dataset in --out.")] = False,
     source_path: Annotated[
         Path | None, typer.Option("--source", help="Local copy of a registered dataset (no download).")
@@ -99,6 +105,7 @@ def prepare_command(
         "value_col": value_col, "items": items, "items_id_col": items_id_col, "text_template": text_template,
         "text_columns": text_columns, "event_types": event_types, "min_value": min_value, "cutoff": cutoff,
         "valid_cutoff": valid_cutoff, "targets": targets, "name": name, "split": split,
+        "memory_limit": memory_limit, "temp_dir": temp_dir,
     }  # fmt: skip
     options = {key: value for key, value in given.items() if value is not None}
     options.update(

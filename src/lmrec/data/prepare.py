@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -42,10 +43,11 @@ from lmrec.version import __version__
 
 log = logging.getLogger(__name__)
 
-MEMORY_LIMIT = os.environ.get("LMREC_DUCKDB_MEMORY", "3GB")
+MEMORY_LIMIT = os.environ.get("LMREC_DUCKDB_MEMORY", "3GB")  # DuckDB's working memory; beyond it, it spills to disk
+_SIZE = re.compile(r"\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", re.IGNORECASE)
 QUANTILES = {"min": 0.0, "p25": 0.25, "median": 0.5, "p75": 0.75, "p90": 0.9, "max": 1.0}
 # Options that do not change the result: `strict` only stops early; file options are hashed by content.
-_NOT_FINGERPRINTED = {"strict", "items", "targets"}
+_NOT_FINGERPRINTED = {"strict", "items", "targets", "memory_limit", "temp_dir"}
 # Options of the events' cleaning, which benchmark files (examples used as listed) do not take.
 _NOT_FOR_GIVEN = (
     "columns", "delimiter", "user_col", "item_col", "time_col", "type_col", "value_col", "event_types",
@@ -84,12 +86,21 @@ class PrepareOptions(BaseModel):
     targets: Path | None = None
     name: str | None = None
     strict: bool = False
+    memory_limit: str | None = None  # DuckDB's working memory ("2GB"); more data spills to temp_dir
+    temp_dir: Path | None = None  # where DuckDB spills (default: a folder beside the output)
 
     @field_validator("columns", "text_columns", "event_types", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _a_size(cls, value: str | None) -> str | None:
+        if value is not None and not _SIZE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a size; write it like 512MB or 2GB")
         return value
 
     @model_validator(mode="after")
@@ -139,7 +150,8 @@ def prepare(
         existing = _existing(out, fingerprint(source_info["sha256"], opts), overwrite)
         if existing is not None:
             return existing
-    with _workspace(out) as (stage, con):
+    limit = opts.memory_limit or MEMORY_LIMIT
+    with _out_of_memory(limit), _workspace(out, limit, opts.temp_dir) as (stage, con):
         step("reading the events")
         if layout is None:
             events, source_info = _load_url(con, str(location), opts)
@@ -158,6 +170,7 @@ def prepare(
             fingerprint=fingerprint(source_info["sha256"], opts),
             source=source_info,
             options=opts.model_dump(mode="json"),
+            resources={"memory_limit": opts.memory_limit or MEMORY_LIMIT, "threads": _threads()},
             lmrec_version=__version__,
             seconds=round(time.perf_counter() - started, 3),
         )
@@ -281,24 +294,44 @@ def _existing(out: Path, wanted: str, overwrite: bool) -> PreparedDataset | None
 
 
 @contextmanager
-def _workspace(out: Path) -> Iterator[tuple[Path, duckdb.DuckDBPyConnection]]:
-    """A staging folder beside `out` and a DuckDB connection spilling into it; removed on the way out."""
+def _out_of_memory(limit: str) -> Iterator[None]:
+    """DuckDB running out of its memory limit (what it cannot spill) as one sentence saying what to change."""
+    try:
+        yield
+    except duckdb.OutOfMemoryException as exc:
+        first = (str(exc).strip().splitlines() or ["out of memory"])[0]
+        raise DataError(f"the preparation needs more than --memory-limit {limit} ({first}); raise it.") from None
+
+
+def _threads() -> int:
+    """DuckDB's threads: $LMREC_THREADS, else every core."""
+    return int(os.environ.get("LMREC_THREADS") or os.cpu_count() or 1)
+
+
+@contextmanager
+def _workspace(out: Path, memory_limit: str, temp_dir: Path | None) -> Iterator[tuple[Path, duckdb.DuckDBPyConnection]]:
+    """A staging folder beside `out` and a DuckDB connection held to `memory_limit`, spilling what does not
+    fit into `temp_dir` (default: the staging folder); both removed on the way out."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
-    spill = stage / "_spill"
-    spill.mkdir(parents=True)
-    threads = int(os.environ.get("LMREC_THREADS") or os.cpu_count() or 1)
-    config = {
-        "memory_limit": MEMORY_LIMIT,
-        "temp_directory": str(spill),
-        "threads": threads,
-    }
+    tag = uuid.uuid4().hex[:12]
+    stage = out.parent / f".{out.name}.tmp-{tag}"
+    spill = Path(temp_dir) / f"lmrec-spill-{tag}" if temp_dir is not None else stage / "_spill"
+    stage.mkdir(parents=True)
+    try:
+        spill.mkdir(parents=True)
+    except OSError as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise ConfigError(
+            f"cannot use --temp-dir {temp_dir} for spilling ({exc.strerror}); give a writable folder."
+        ) from None
+    config = {"memory_limit": memory_limit, "temp_directory": str(spill), "threads": _threads()}
     try:
         with duckdb.connect(config=config) as con:
             con.execute("SET TimeZone = 'UTC'; SET enable_progress_bar = false")
             yield stage, con
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        shutil.rmtree(spill, ignore_errors=True)
 
 
 def _run(

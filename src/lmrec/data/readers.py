@@ -182,6 +182,8 @@ def load_table(con: duckdb.DuckDBPyConnection, spec: TableSpec, table: str) -> L
 def sql_error(exc: duckdb.Error, where: str) -> DataError:
     """A DuckDB error while reading `where`, as one sentence."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return DataError(f"cannot read {where} within DuckDB's memory limit ({first}); raise --memory-limit.")
     return DataError(f"cannot read {where}: {first}")
 
 
@@ -243,6 +245,9 @@ def _sniff(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> tuple[dict[str, s
     detection are off, so no line is left out without being counted.
     """
     given = ["all_varchar=true", "ignore_errors=true", "comment=''", "skip=0", f"max_line_size={SNIFF_MAX_LINE}"]
+    # DuckDB's default buffer is 16 lines of the longest: 256 MB here, or the whole file, which would not fit
+    # a small --memory-limit; two lines' worth holds the sample as well.
+    given.append(f"buffer_size={2 * SNIFF_MAX_LINE}")
     given.append(f"header={str(spec.header).lower()}")
     if spec.delimiter is not None:
         given.append(f"delim={literal(spec.delimiter)}")
