@@ -2,11 +2,11 @@
 the README's Python example runs as written on the whole of it.
 
 The blocks of each file run in order in one working folder (README first, so that the docs find its runs).
-Only budgets are changed, by shell functions defined before the blocks: `lmrec train` and `pretrain` get
-`--set train.epochs=2`, `lmrec classify train` small example caps, `lmrec serve` a free port and runs in the
-background until its /readyz answers, and `curl` is pointed at that port. A few lines cannot run here
-(they are the contract's own commands, or need a server this machine has not); they are listed in SKIP
-with the reason, and the test fails if one of them is no longer in the docs, so the list cannot rot.
+Only budgets are changed, by shell functions defined before the blocks: `lmrec train`, `pretrain` and `tune` get
+`--set train.epochs=2` (`tune` also `--trials 2`), `lmrec classify train` small example caps, `lmrec serve` a
+free port and runs in the background until its /readyz answers, and `curl` is pointed at that port. A few
+lines cannot run here (they are the contract's own commands, or need a server this machine has not); they are
+listed in SKIP with the reason, and the test fails if one of them is no longer in the docs, so the list cannot rot.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ set -euo pipefail
 lmrec() {
   case "$1" in
     train|pretrain) command lmrec "$@" --set train.epochs=2 ;;
+    tune) command lmrec "$@" --set train.epochs=2 --trials 2 ;;
     classify)
       if [ "$2" = train ]; then
         command lmrec "$@" --max-train-examples 48 --max-valid-examples 16 --max-test-examples 48

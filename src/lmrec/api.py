@@ -33,6 +33,7 @@ __all__ = [
     "report",
     "retrain",
     "train",
+    "tune",
     "with_text_dim",
 ]
 
@@ -174,3 +175,11 @@ def retrain(registry: str | Path, store: str, **options: Any) -> dict[str, Any]:
     from lmrec.training.retrain import retrain as run_round
 
     return run_round(registry, store, RetrainOptions(**options)).summary()
+
+
+def tune(data: str | Path, out: str | Path, **options: Any) -> dict[str, Any]:
+    """Search a model's hyper-parameters (see `lmrec tune`): every trial and the best, written as best.yaml;
+    `options` are those of `lmrec.training.tune.tune` (model, trials, timeout, space, overrides, seed, …)."""
+    from lmrec.training.tune import tune as search
+
+    return search(data, out, **options)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
+from lmrec.models.base import ItemBias, seen_items
+from lmrec.training import losses
 from lmrec.training.losses import bce_negatives, full_softmax_ce, make_objective, sampled_softmax_logq
 
 
@@ -62,3 +65,69 @@ def test_objectives_learn_a_simple_mapping() -> None:
             opt.step()
         predicted = (proj(x) @ table[1:].T).argmax(1) + 1
         assert (predicted == targets).float().mean() >= 0.9, name
+
+
+def _reference_ce(
+    hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, extra: torch.Tensor
+) -> torch.Tensor:
+    """The unchunked full softmax that the chunked one replaces, over dense additive logits `[N, n_items+1]`."""
+    return F.cross_entropy(hidden @ table[1:].T + extra[:, 1:], targets - 1)
+
+
+def _dense(extra: ItemBias, n_cols: int) -> torch.Tensor:
+    return extra.weight * extra.listed(slice(None), n_cols)
+
+
+@pytest.mark.parametrize("chunk_logits", [7, 64, 1 << 23])
+def test_chunked_softmax_matches_full_softmax_loss_and_gradients(
+    monkeypatch: pytest.MonkeyPatch, chunk_logits: int
+) -> None:
+    monkeypatch.setattr(losses, "CHUNK_LOGITS", chunk_logits)
+    gen = torch.Generator().manual_seed(1)
+    n, n_items, d = 37, 23, 8
+    hidden = torch.randn(n, d, generator=gen)
+    table = torch.randn(n_items + 1, d, generator=gen)
+    weight = torch.tensor(0.7)
+    history = torch.randint(0, n_items + 1, (n, 9), generator=gen)
+    targets = torch.randint(1, n_items + 1, (n,), generator=gen)
+    results = []
+    for chunked in (True, False):
+        leaves = [t.clone().requires_grad_() for t in (hidden, table, weight)]
+        extra = ItemBias(leaves[2], history)
+        if chunked:
+            loss = full_softmax_ce()(leaves[0], targets, leaves[1], extra)
+        else:
+            loss = _reference_ce(leaves[0], targets, leaves[1], _dense(extra, n_items + 1))
+        loss.backward()
+        results.append([loss, *(t.grad for t in leaves)])
+    for got, want in zip(*results, strict=True):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert results[0][2][0].abs().max() == 0, "the padding row gets no gradient"
+
+
+def test_chunked_softmax_without_bias_matches_cross_entropy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(losses, "CHUNK_LOGITS", 10)
+    hidden, targets, table = _case()
+    hidden.requires_grad_()
+    loss = full_softmax_ce()(hidden, targets, table)
+    (grad,) = torch.autograd.grad(loss, hidden)
+    ref_hidden = hidden.detach().clone().requires_grad_()
+    ref = F.cross_entropy(ref_hidden @ table[1:].T, targets - 1)
+    ref.backward()
+    assert torch.allclose(loss, ref, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(grad, ref_hidden.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_item_bias_matches_the_dense_seen_mask() -> None:
+    inputs = torch.tensor([[0, 0, 3, 1, 3], [2, 4, 4, 1, 5]])
+    seen = seen_items(inputs)
+    bias = ItemBias(torch.tensor(2.0), seen.reshape(-1, 5))
+    dense = _dense(bias, 6).reshape(2, 5, 6)
+    for b in range(2):
+        for t in range(5):
+            expected = torch.zeros(6)
+            expected[inputs[b, : t + 1]] = 2.0
+            expected[0] = 0.0
+            assert torch.equal(dense[b, t], expected)
+    cols = torch.tensor([[1, 3], [2, 5]]).repeat_interleave(5, 0)
+    assert torch.equal(bias.at(cols), dense.reshape(10, 6).gather(1, cols))

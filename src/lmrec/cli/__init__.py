@@ -55,7 +55,7 @@ def _register_groups() -> None:
     """Attach the command groups once (main may run many times in one process, as in the tests)."""
     if app.registered_groups:
         return
-    from lmrec.cli import classify, data, report, retrain, run, serve
+    from lmrec.cli import classify, data, report, retrain, run, serve, tune
 
     app.add_typer(data.app, name="data", help="Read, clean, sequence and split behaviour logs.")
     run.register(app)
@@ -63,6 +63,7 @@ def _register_groups() -> None:
     serve.register(app)  # `lmrec serve` and the `lmrec registry` group
     retrain.register(app)
     report.register(app)
+    tune.register(app)
 
 
 def _command(argv: list[str]) -> str:

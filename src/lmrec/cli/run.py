@@ -20,7 +20,8 @@ from lmrec.runtime import show_progress
 console = Console()
 
 MAIN_METRICS = ("hr", "ndcg", "mrr", "recall", "precision", "map")
-SHIPPED_MODELS = sorted(path.stem for path in CONFIG_DIR.glob("*.yaml"))  # one shipped config per built-in model
+# one shipped config per built-in model (beside it, <model>.search.yaml: its search space for `lmrec tune`)
+SHIPPED_MODELS = sorted(path.stem for path in CONFIG_DIR.glob("*.yaml") if "." not in path.stem)
 
 
 def _ks(text: str) -> list[int]:

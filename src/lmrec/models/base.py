@@ -47,9 +47,29 @@ class Batch:
         return inputs, targets
 
 
+@dataclass
+class ItemBias:
+    """Additive logit `weight` on the items listed for each row, kept sparse so no `[N, n_items+1]` exists."""
+
+    weight: Tensor  # [] the logit added to every listed item
+    items: Tensor  # [N, L] int64 item ids per row; 0 = no item, repeats count once
+
+    def listed(self, rows: slice, n_cols: int) -> Tensor:
+        """`[rows, n_cols]` float: 1 where the item is listed for the row; padding column 0 is never listed."""
+        items = self.items[rows]
+        listed = self.weight.new_zeros(items.shape[0], n_cols).scatter_(1, items, 1.0)
+        listed[:, 0] = 0.0
+        return listed
+
+    def at(self, cols: Tensor) -> Tensor:
+        """The additive logits `[N, K]` at item ids `cols` `[N, K]` (all ≥ 1)."""
+        listed = (self.items[:, None, :] == cols[:, :, None]).any(-1)
+        return self.weight * listed
+
+
 Objective = Callable[..., Tensor]
 """A training objective: (hidden [N, d], targets [N] item ids > 0, item table [n_items+1, d],
-extra [N, n_items+1] additive logits or None) → scalar loss.
+extra `ItemBias` over the N rows or None) → scalar loss.
 
 Objectives are built by `lmrec.training.losses` and injected by the trainer as `model.objective`.
 """
@@ -80,15 +100,11 @@ def without_event(history: Tensor, cols: Tensor) -> Tensor:
     return history.gather(1, source.clamp(min=0)) * (source >= 0)
 
 
-def seen_mask(inputs: Tensor, n_cols: int) -> Tensor:
-    """`[B, T, n_cols]` bool: item i occurred in inputs[b, :t+1] (padding column 0 is never seen)."""
-    bsz, length = inputs.shape
-    steps = torch.arange(length, device=inputs.device)
-    first = torch.full((bsz, n_cols), length, dtype=torch.long, device=inputs.device)
-    first.scatter_reduce_(1, inputs, steps.expand(bsz, length), reduce="amin")
-    seen = first[:, None, :] <= steps[None, :, None]
-    seen[..., 0] = False
-    return seen
+def seen_items(inputs: Tensor) -> Tensor:
+    """`[B, T, T]` item ids seen by each position: row (b, t) is inputs[b, :t+1], zeros after slot t."""
+    length = inputs.shape[1]
+    upto = torch.ones(length, length, dtype=torch.bool, device=inputs.device).tril()
+    return inputs[:, None, :] * upto
 
 
 class SequentialRecommender(nn.Module):
@@ -149,7 +165,7 @@ class SequentialRecommender(nn.Module):
         keep = targets > 0
         extra = None
         if hasattr(self, "seen_weight"):
-            extra = self.seen_weight * seen_mask(inputs, self.n_items + 1)[keep]
+            extra = ItemBias(self.seen_weight, seen_items(inputs)[keep])
         return self.objective(hidden[keep], targets[keep], self.output_embeddings(), extra)
 
     def fit_statistics(self, sequences: list[Tensor]) -> None:

@@ -21,7 +21,7 @@ from lmrec.models.base import SequentialRecommender, build_model, model_class
 from lmrec.registry.run import RunDir
 from lmrec.runtime import configure_threads, deferred_interrupts
 from lmrec.text.table import attach_item_text
-from lmrec.training.trainer import Trainer, TrainState, peak_rss_mb, seed_everything
+from lmrec.training.trainer import Trainer, TrainState, ValidationHook, peak_rss_mb, seed_everything
 from lmrec.training.warm import warm_start as warm_weights
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ def train(
     progress: bool = False,
     init: str | Path | None = None,
     warm_start: str | Path | None = None,
+    on_validation: ValidationHook | None = None,
 ) -> dict[str, Any]:
     """Train a model on a prepared dataset, evaluate its best checkpoint, and return its metrics.json.
 
@@ -49,7 +50,7 @@ def train(
     preparation of this catalogue: every weight is loaded, item rows matched by original item id.
     `resume` continues the run as it was configured (see `config.resume_config`). Everything is checked
     before the run folder is touched, and the folder is locked while training so that no second
-    process trains into it.
+    process trains into it. `on_validation` is the trainer's hook after each validation (see `Trainer`).
     """
     if warm_start is not None and (init is not None or resume):
         raise ConfigError("--warm-start starts a new run from a trained one; it cannot go with --init or --resume.")
@@ -77,7 +78,7 @@ def train(
     init_summary = transfer_weights(model_, pretrained) if pretrained else None
     if parent is not None:
         init_summary = warm_weights(model_, parent[0], parent[1], list(dataset.item_ids))
-    trainer = Trainer(dataset, config, run, progress=progress, model=model_)
+    trainer = Trainer(dataset, config, run, progress=progress, model=model_, on_validation=on_validation)
     trainer.prepare(resume=resume)  # a resumed run's checkpoint is restored (and checked) before any write
     with run.lock():
         with deferred_interrupts():  # an old run being replaced is removed whole or not at all

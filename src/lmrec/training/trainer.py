@@ -10,6 +10,7 @@ import math
 import random
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,9 @@ from lmrec.training.training_log import TrainingLog, early_stopping, epoch_limit
 from lmrec.training.windows import WindowSet
 
 log = logging.getLogger(__name__)
+
+ValidationHook = Callable[[int, dict[str, float]], str | None]
+"""Called with (epoch, validation metrics) after each validation; a returned reason stops training there."""
 
 
 @dataclass
@@ -95,8 +99,10 @@ class Trainer:
         run: RunDir,
         progress: bool = True,
         model: SequentialRecommender | None = None,
+        on_validation: ValidationHook | None = None,
     ) -> None:
         self.dataset = dataset
+        self.on_validation = on_validation
         self.config = config
         self.run = run
         self.progress = progress
@@ -121,6 +127,7 @@ class Trainer:
         self._validator: Evaluator | None = None
         self._epoch_seconds: list[float] = []
         self._prepared = False
+        self._hook_stop = ""  # the reason `on_validation` gave to stop, if it did
 
     def _training_lengths(self) -> np.ndarray:
         """Training prefix length per user; zero for users left out by `train.user_fraction`."""
@@ -228,7 +235,8 @@ class Trainer:
         self._prepared = True
 
     def fit(self, resume: bool = False) -> TrainState:
-        """Train until the epoch budget, early stopping or the time budget; keep best and last checkpoints."""
+        """Train until the epoch budget, early stopping, the time budget or a stop asked by `on_validation`
+        (e.g. a hyper-parameter search pruning the trial); keep best and last checkpoints."""
         if not self._prepared:
             self.prepare(resume)
         if not self.model.trainable:
@@ -254,6 +262,8 @@ class Trainer:
         that validates when earlier ones did not (`eval_every` > 1) can still overshoot by its validation.
         """
         cfg, state = self.config.train, self.state
+        if self._hook_stop:
+            return self._hook_stop
         if state.epoch >= cfg.epochs:
             return epoch_limit(cfg.epochs)
         if state.bad_epochs >= cfg.patience:
@@ -300,6 +310,8 @@ class Trainer:
         self._log_epoch(training_log, train_loss, metrics)
         self.state.epoch += 1
         self.run.save(self.run.last_file, self._resume_state())
+        if metrics and self.on_validation is not None:
+            self._hook_stop = self.on_validation(self.state.epoch - 1, metrics) or ""
 
     def _log_epoch(self, training_log: TrainingLog, train_loss: float, metrics: dict[str, float]) -> None:
         """Keep the best model and the patience count, then record the epoch (history, TensorBoard, console)."""
