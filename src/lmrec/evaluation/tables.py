@@ -93,7 +93,7 @@ def comparison_table(
     table.add_column(f"value [{level:.0%} CI]", justify="right", no_wrap=True)
     table.add_column(f"Δ [{level:.0%} CI]", justify="right", no_wrap=True)
     table.add_column("p", justify="right", no_wrap=True)
-    labels = _short_names(names)
+    labels = short_names(names)
     for metric in columns:
         table.add_row(f"[bold]{metric}[/bold]", "", "", "")
         for index, (result, label) in enumerate(zip(results, labels, strict=True)):
@@ -103,7 +103,7 @@ def comparison_table(
     return table
 
 
-def _short_names(names: Sequence[str]) -> list[str]:
+def short_names(names: Sequence[str]) -> list[str]:
     """Run folders by their last path part when those are distinct (runs/sasrec → sasrec), else as given."""
     short = [name.rstrip("/").rsplit("/", 1)[-1] or name for name in names]
     return short if len(set(short)) == len(short) else list(names)

@@ -16,7 +16,7 @@ from lmrec.errors import RunError
 from lmrec.evaluation.evaluator import EvalResult
 from lmrec.evaluation.report.segments import popularity_tiers
 from lmrec.evaluation.stats import check_same_targets
-from lmrec.evaluation.tables import _short_names
+from lmrec.evaluation.tables import short_names
 from lmrec.inference.recommender import Recommender
 from lmrec.registry.run import RunDir, read_json
 
@@ -67,7 +67,7 @@ class ReportInput:
     def __init__(self, paths: Sequence[str | Path]) -> None:
         if not paths:
             raise RunError("a report needs at least one run directory.")
-        labels = _short_names([str(path) for path in paths])
+        labels = short_names([str(path) for path in paths])
         self.runs = [load_run(path, label) for path, label in zip(paths, labels, strict=True)]
         for other in self.runs[1:]:
             check_same_targets(self.runs[0].result, other.result)
