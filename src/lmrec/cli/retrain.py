@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from lmrec.cli.output import print_tensorboard
 from lmrec.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lmrec.training.retrain import RetrainResult
 
 console = Console()
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -46,7 +50,8 @@ def retrain(
     One round by default (for cron or an orchestrator); --every loops. The registry changes in one atomic
     step at the end of a round, so an interrupted or killed retrain leaves it (and its services) as it was.
     """
-    from lmrec.training.retrain import ROUNDS, RetrainOptions, RetrainResult, retrain_every
+    from lmrec.training.retrain import ROUNDS, RetrainOptions, retrain_every
+    from lmrec.training.retrain import retrain as run_round
 
     if store is None:
         if not (registry / "events.sqlite").is_file():
@@ -68,17 +73,13 @@ def retrain(
             if outcome.version is not None:  # each round's candidate run keeps its TensorBoard logs
                 print_tensorboard(console, registry / ROUNDS, registry / ROUNDS)
 
-    rounds = None if every is not None else 1
-    period = parse_every(every) if every is not None else 0.0
-    if rounds == 1:
-        from lmrec.training.retrain import retrain as one_round
-
-        show(one_round(registry, store, options))
+    if every is None:  # one round: its failure is the command's (exit 1)
+        show(run_round(registry, store, options))
         return
-    retrain_every(registry, store, period, options, rounds=rounds, on_round=show)
+    retrain_every(registry, store, parse_every(every), options, on_round=show)
 
 
-def _describe(result) -> str:
+def _describe(result: RetrainResult) -> str:
     """One paragraph on a round for the console."""
     if result.skipped:
         return f"nothing to retrain: {result.skipped}."

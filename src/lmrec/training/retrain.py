@@ -41,7 +41,7 @@ from lmrec.evaluation.stats import paired_test
 from lmrec.locks import file_lock
 from lmrec.registry.run import RunDir
 from lmrec.registry.versions import ModelRegistry, ModelVersion
-from lmrec.serve.store import EventStore, StoredEvent
+from lmrec.serve.store import EventStore, StoredEvent, StoredItem
 from lmrec.training.runs import train
 from lmrec.training.warm import item_map
 
@@ -161,7 +161,7 @@ def _snapshot(
     parent: PreparedDataset,
     current: ModelVersion,
     new: list[StoredEvent],
-    items: list,
+    items: list[StoredItem],
     options: RetrainOptions,
     work: Path,
     out: Path,
@@ -214,7 +214,7 @@ def _events_table(parent: PreparedDataset, new: list[StoredEvent]) -> pa.Table:
     )
 
 
-def _items_table(parent: PreparedDataset, stored: list) -> pa.Table:
+def _items_table(parent: PreparedDataset, stored: list[StoredItem]) -> pa.Table:
     """The parent's item texts, replaced or extended by the texts items were given through the service."""
     texts = dict(zip(parent.item_ids[1:].astype(str).tolist(), parent.item_text[1:], strict=True))
     texts.update({item.item_id: item.text for item in stored})
