@@ -10,7 +10,7 @@ from typing import Any
 
 from lmrec.version import __version__
 
-__all__ = ["Recommender", "__version__", "evaluate", "prepare", "report", "retrain", "train", "tune"]
+__all__ = ["Recommender", "__version__", "evaluate", "export", "prepare", "report", "retrain", "train", "tune"]
 
 
 def __getattr__(name: str) -> Any:

@@ -25,6 +25,7 @@ __all__ = [
     "Recommender",
     "classifier_histories",
     "evaluate",
+    "export",
     "item_text_table",
     "load_pretrained",
     "load_reranker",
@@ -158,6 +159,24 @@ def evaluate(
         weight=rerank_weight,
     )
     return rerank_result(result, reordered)
+
+
+def export(
+    run: str | Path,
+    out: str | Path | None = None,
+    format: str = "onnx",
+    int8: bool = False,
+    overwrite: bool = False,
+    data: str | Path | None = None,
+) -> dict[str, Any]:
+    """Export a run for serving with ONNX Runtime (see `lmrec export`): the sequence encoder as `encoder.onnx`,
+    the item table as `items.npy` and `manifest.json` in `out` (default RUN/export); returns the manifest.
+    `int8` quantises the encoder dynamically (the item table stays float32)."""
+    if format != "onnx":
+        raise ConfigError(f"unknown export format {format!r}; the export format is onnx.")
+    from lmrec.inference.onnx import export_onnx
+
+    return export_onnx(run, out, int8=int8, overwrite=overwrite, data=data)
 
 
 def report(runs: list[str | Path], out: str | Path | None = None, users: int = 5, progress: bool = False) -> Path:

@@ -25,6 +25,10 @@ class ExplanationUnavailable(LmrecError, TypeError):
     """The model cannot say which past events drove a recommendation."""
 
 
+class BackendUnsupported(LmrecError):
+    """The serving backend cannot do what was asked (explanations need the torch model, not its ONNX export)."""
+
+
 class Interrupted(BaseException):
     """The command was stopped by SIGINT or SIGTERM; `message` says what was interrupted and what was kept.
 

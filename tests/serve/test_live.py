@@ -1,4 +1,5 @@
-"""Live histories stay exact when a cache miss reads the store while a batch is being committed."""
+"""Live histories stay exact when a cache miss reads the store while a batch is being committed, and what is
+remembered from them (replies) lasts exactly until the user's events or the served version change."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from serve_helpers import AUTH
 
-from lmrec.serve.live import LiveHistories
+from lmrec.serve.live import MEMO_KEYS, LiveHistories, UserEvents
 from lmrec.serve.schemas import CleanEvent
 from lmrec.serve.store import Appended, EventStore, StoredEvent
 
@@ -69,3 +70,52 @@ def test_a_miss_between_commit_and_cache_update_leaves_one_copy(client: TestClie
     assert [e.id for e in service.histories.get(USER).events] == [1, 2, 3]
     reply = client.get(f"/v1/users/{USER}/recommendations", headers=AUTH).json()
     assert reply["history_length"] + reply["unknown_items"] == 3
+
+
+def test_a_memo_lasts_until_the_events_or_the_owner_change(tmp_path: Path) -> None:
+    store = EventStore(f"sqlite:///{tmp_path / 'events.sqlite'}")
+    histories = LiveHistories(store)
+    store.append(events("a"), {})
+    calls: list[int] = []
+
+    def count(evs: list[StoredEvent]) -> int:
+        calls.append(len(evs))
+        return len(evs)
+
+    owner, other = object(), object()
+    assert histories.get(USER).remembered(owner, "n", count) == 1
+    assert histories.get(USER).remembered(owner, "n", count) == 1 and calls == [1]
+    assert histories.get(USER).remembered(other, "n", count) == 1 and calls == [1, 1]  # a new model version
+    histories.add(store.append(events("a", "b"), {}).events)
+    assert histories.get(USER).remembered(other, "n", count) == 3 and calls == [1, 1, 3]
+    store.close()
+
+
+def test_a_memo_keeps_the_latest_keys_and_nothing_computed_while_events_arrived() -> None:
+    entry, owner = UserEvents(ready=True), object()
+    for key in range(MEMO_KEYS + 2):
+        entry.remembered(owner, key, lambda evs, key=key: key)
+    assert sorted(entry.memos) == list(range(2, MEMO_KEYS + 2))
+
+    def racing(evs: list[StoredEvent]) -> str:
+        entry.changed([StoredEvent(9, USER, "z", "view", 1.0, None)])  # an event arrives meanwhile
+        return "stale"
+
+    assert entry.remembered(owner, "late", racing) == "stale"  # answered, but not remembered
+    assert not entry.remembers(owner, "late") and entry.memos == {}
+
+
+def test_repeated_requests_are_answered_from_the_memo_until_an_event_arrives(client: TestClient) -> None:
+    service = client.app.state.service
+    user = next(iter(service.engine.dataset.user_index))
+    url, params = f"/v1/users/{user}/recommendations", {"k": 5, "explain": "true"}
+    first = client.get(url, params=params, headers=AUTH).json()
+    assert client.get(url, params=params, headers=AUTH).json() == first
+    assert client.get(url, params={"k": 4}, headers=AUTH).json()["items"][0]["because"] is None  # another request
+    replies = service.metrics.replies
+    assert replies.labels("cached")._value.get() == 1 and replies.labels("computed")._value.get() == 2
+    event = {"user_id": user, "item_id": first["items"][0]["item_id"], "type": "view", "timestamp": 1_900_000_000}
+    assert client.post("/v1/events", json={"events": [event]}, headers=AUTH).status_code == 200
+    after = client.get(url, params=params, headers=AUTH).json()
+    assert after["history_length"] == first["history_length"] + 1 and after["items"] != first["items"]
+    assert replies.labels("computed")._value.get() == 3

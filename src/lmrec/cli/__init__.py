@@ -55,7 +55,7 @@ def _register_groups() -> None:
     """Attach the command groups once (main may run many times in one process, as in the tests)."""
     if app.registered_groups:
         return
-    from lmrec.cli import classify, data, report, retrain, run, serve, tune
+    from lmrec.cli import classify, data, export, report, retrain, run, serve, tune
 
     app.add_typer(data.app, name="data", help="Read, clean, sequence and split behaviour logs.")
     run.register(app)
@@ -64,6 +64,7 @@ def _register_groups() -> None:
     retrain.register(app)
     report.register(app)
     tune.register(app)
+    export.register(app)
 
 
 def _command(argv: list[str]) -> str:

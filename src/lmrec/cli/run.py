@@ -5,6 +5,7 @@ torch and the API are imported inside the commands so that `lmrec --help` and `l
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import typer
@@ -69,15 +70,36 @@ def train(
         metavar="RUN",
         help="Continue a run (or registry version folder) trained on an earlier preparation of this catalogue.",
     ),
+    nproc: int = typer.Option(
+        1,
+        "--nproc",
+        min=1,
+        metavar="N",
+        help="Train with N processes (DistributedDataParallel under torchrun, gloo on CPU, NCCL on GPUs); "
+        "train.batch_size stays the global batch.",
+    ),
 ) -> None:
     """Train a model, evaluate its best checkpoint on valid and test, and write RUN/metrics.json.
 
     The time budget (train.max_seconds) is checked between epochs: an epoch that would not fit is not started.
+    Under torchrun (or --nproc N) rank 0 validates and writes the run; the other processes only train.
     """
     from lmrec import api
+    from lmrec.training import distributed
 
     overrides = list(set_) + ([f"train.threads={threads}"] if threads else [])
     overrides += ["model.use_id=false"] if inductive else []
+    if nproc > 1:
+        from lmrec.training.runs import check_distributed
+
+        check_distributed(out, model, config, overrides, seed, overwrite, resume, init)
+        argv = ["train", str(data), "--out", str(out), *(["--model", model] if model else [])]
+        argv += [*(["--config", str(config)] if config else []), *(["--seed", str(seed)] if seed is not None else [])]
+        argv += [*(f"--set={item}" for item in overrides), *(["--init", str(init)] if init else [])]
+        argv += [*(["--warm-start", str(warm_start)] if warm_start else [])]
+        argv += [*(["--overwrite"] if overwrite else []), *(["--resume"] if resume else [])]
+        quiet = logging.getLogger("lmrec").getEffectiveLevel() > logging.INFO
+        raise typer.Exit(distributed.launch(nproc, [*(["--quiet"] if quiet else []), *argv]))
     metrics = api.train(
         data,
         out,
@@ -91,6 +113,8 @@ def train(
         init=init,
         warm_start=warm_start,
     )
+    if not distributed.main_process():  # a torchrun rank other than 0: rank 0 prints the results
+        return
     table = Table(title=f"{metrics['model']} on {metrics['dataset']}")
     table.add_column("split")
     keys = [k for k in metrics["test"] if k.split("@")[0] in MAIN_METRICS and k.endswith("@10")]

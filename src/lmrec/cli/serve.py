@@ -67,11 +67,22 @@ def serve(
     feedback_window: int = typer.Option(
         1, "--feedback-window", min=1, help="A recommendation not hit within the user's next N events is a miss."
     ),
+    backend: str = typer.Option(
+        "torch", "--backend", help="torch, or onnx: score with the run's ONNX export (lmrec export RUN --format onnx)."
+    ),
+    export: Path = typer.Option(
+        None, "--export", metavar="DIR", help="The ONNX export for --backend onnx (default: RUN/export)."
+    ),
 ) -> None:
     """Serve recommendations over HTTP (FastAPI under uvicorn) with a durable event store."""
     import uvicorn
 
     from lmrec.serve.auth import load_keys
+
+    if backend not in ("torch", "onnx"):
+        raise LmrecError(f"--backend must be torch or onnx, not {backend!r}.")
+    if export is not None and backend != "onnx":
+        raise LmrecError("--export names an ONNX export: add --backend onnx.")
 
     keys = load_keys(api_keys_file)
     if not keys and not _loopback(host):
@@ -91,6 +102,8 @@ def serve(
         "allow_new_catalogue": allow_new_catalogue,
         "feedback_log": str(feedback_log) if feedback_log else None,
         "feedback_window": feedback_window,
+        "backend": backend,
+        "export_dir": str(export) if export else None,
     }
     options = {"host": host, "port": port, "log_level": log_level, "access_log": False}
     if workers > 1:
@@ -115,6 +128,8 @@ def serve(
         allow_new_catalogue=allow_new_catalogue,
         feedback_log=feedback_log,
         feedback_window=feedback_window,
+        backend=backend,
+        export_dir=export,
     )
     with _graceful_stop():
         uvicorn.Server(uvicorn.Config(create_app(config), **options)).run()

@@ -57,115 +57,85 @@ class SASRec(SequentialRecommender):
         """The shared item table."""
         return self.item_emb.weight
 
-    def _states(self, inputs: Tensor) -> list[Tensor]:
-        """The input of every block and the last block's output `[B, T, d]`, for the last `max_len` inputs."""
-        inputs = inputs[:, -self.max_len :]
-        length = inputs.shape[1]
-        # Positions count back from the most recent item, so right-aligned inputs of any width agree.
-        positions = torch.arange(length - 1, -1, -1, device=inputs.device)
-        states = [self.emb_drop(self.input_embeddings(inputs) + self.pos_emb(positions))]
-        allowed = attention_mask(inputs, causal=True)
+    def _embedded(self, inputs: Tensor) -> Tensor:
+        """Input states `[B, T, d]` of right-aligned ids `[B, T]`: item representations plus positions, which
+        count back from the most recent item so that right-aligned inputs of any width agree."""
+        positions = torch.arange(inputs.shape[1] - 1, -1, -1, device=inputs.device)
+        return self.emb_drop(self.input_embeddings(inputs) + self.pos_emb(positions))
+
+    def _blocks(self, x: Tensor, real: Tensor) -> list[Tensor]:
+        """The input of every block and the last block's output `[B, T, d]` for input states `x` `[B, T, d]`
+        whose slots `real` `[B, T]` hold an event."""
+        states, allowed = [x], attention_mask(real, causal=True)
         for block in self.blocks:
             states.append(block(states[-1], allowed))
         return states
+
+    def _states(self, inputs: Tensor) -> list[Tensor]:
+        """The input of every block and the last block's output `[B, T, d]`, for the last `max_len` inputs."""
+        inputs = inputs[:, -self.max_len :]
+        return self._blocks(self._embedded(inputs), inputs > 0)
 
     def hidden(self, inputs: Tensor) -> Tensor:
         """Hidden state of every position of right-aligned inputs."""
         return self.ln_f(self._states(inputs)[-1])
 
     def explain(self, history: Tensor, lengths: Tensor, items: Tensor) -> Tensor:
-        """The base class's occlusion per item, computed exactly at a fraction of its cost.
-
-        Without window event j, the states before j are those of the window shifted back one slot (the
-        attention is causal and positions count from the end) and the embeddings after j are unchanged: all
-        removals from a window share those, only the states after j are computed again, and in the last block
-        only the most recent one.
-        """
+        """The base class's occlusion per item, computed exactly at a fraction of its cost (`occlusion_states`)."""
         if self.training:  # dropout would draw differently for the shared and the recomputed states
             return super().explain(history, lengths, items)
         weights = torch.zeros(*items.shape, history.shape[1], device=history.device)
         window = history[:, -self.max_len :]
-        bsz, width = window.shape
+        width = window.shape[1]
         older = history[:, -width - 1 : -width] if history.shape[1] > width else torch.zeros_like(window[:, :1])
         extended = torch.cat([older, window], 1)  # [B, T + 1]: the window and the event just before it
         with torch.no_grad():
-            states = self._states(torch.cat([window, extended[:, :-1]]))  # the window, then shifted back one slot
-            full = self.ln_f(states[-1][:bsz, -1:])
-            for row in range(bsz):
-                cols = window[row].nonzero()[:, 0]
-                if not len(cols):
+            for row in range(len(window)):
+                real = window[row].nonzero()[:, 0]
+                if not len(real):
                     continue
-                shifted = [s[bsz + row] for s in states]
-                occluded, hidden = self._occluded(extended[row], cols, states[0][row], shifted)
-                scores = self._item_scores(
-                    torch.cat([full[row], hidden]), torch.cat([window[row : row + 1], occluded]), items[row]
-                )
-                weights[row, :, history.shape[1] - width + cols] = (scores[0] - scores[1:]).T
+                ids = extended[row, real[0] :]  # the row's events and the one before them (padding if none)
+                embedded = self._embedded(torch.stack([ids[1:], ids[:-1]]))
+                hidden = self.occlusion_states(embedded[0], embedded[1], ids[1:] > 0, ids[:-1] > 0)
+                removed = torch.where(_before(len(ids) - 1), ids[None, :-1], ids[None, 1:])
+                scores = self._item_scores(hidden, torch.cat([ids[None, 1:], removed]), items[row])
+                weights[row, :, history.shape[1] - len(ids) + 1 :] = (scores[:1] - scores[1:]).T
         return weights
 
-    def _occluded(
-        self, extended: Tensor, cols: Tensor, embedded: Tensor, shifted: list[Tensor]
-    ) -> tuple[Tensor, Tensor]:
-        """(windows `[N, T]`, last hidden states `[N, d]`) of one window without each of its events `cols`, from
-        its ids after the event before it (`extended` `[T + 1]`), its embeddings `[T, d]` and the block states of
-        the window shifted back one slot."""
+    def occlusion_states(self, embedded: Tensor, shifted: Tensor, real: Tensor, real_shifted: Tensor) -> Tensor:
+        """Last hidden states `[T + 1, d]` of a window and of the window without each of its T slots.
+
+        `embedded` `[T, d]` are the window's input states, `shifted` those of the window shifted back one slot
+        (the event before it first), `real`/`real_shifted` `[T]` which slots hold an event. Row 0 is the whole
+        window, row j + 1 the window without slot j (rows of padding slots are computed and meaningless).
+        Without slot j, the states up to j are those of the shifted window (the attention is causal and
+        positions count from the end) and the states after j see the same inputs: all removals share the two
+        windows' states, only the states after each removed slot are computed again, and in the last block
+        only the most recent one. Shapes depend on T only, so the computation also exports to ONNX.
+        """
         width = len(embedded)
-        before = _before(cols, width)
-        occluded = torch.where(before, extended[:-1], extended[1:])
-        later = (~before).flatten().nonzero()[:, 0]  # slots after the removed events, in the [N * T] grid
-        x = embedded[later % width]  # their states, computed again from the window's own embeddings
+        states = self._blocks(torch.stack([embedded, shifted]), torch.stack([real, real_shifted]))
+        removal, slot = torch.triu_indices(width, width, 1, device=embedded.device)  # slots after each removal
+        before = _before(width, embedded.device)
+        seen = (before & real_shifted) | (~before & real)  # [T, T]: slots with an event once slot j is removed
+        x = embedded[slot]  # the states after each removed slot, computed again from the window's inputs
         for depth, block in enumerate(self.blocks[:-1]):
             if depth:
-                qkv = block.attn.qkv(block.ln1(shifted[depth])).repeat(len(cols), 1)
-                qkv = qkv.index_copy_(0, later, block.attn.qkv(block.ln1(x))).view(len(cols), width, -1)
-                mixed = block.attn.attend(qkv, attention_mask(occluded, causal=True)).flatten(0, 1)[later]
+                later = removal * width + slot
+                qkv = block.attn.qkv(block.ln1(states[depth][1])).repeat(width, 1)
+                qkv = qkv.index_copy(0, later, block.attn.qkv(block.ln1(x))).view(width, width, -1)
+                mixed = block.attn.attend(qkv, attention_mask(seen, causal=True)).flatten(0, 1)[later]
             else:
-                mixed = self._first_attention(block, embedded, shifted[0], extended[:-1], cols, later)
+                mixed = _first_attention(block, embedded, shifted, real, real_shifted, removal, slot)
             x = x + block.attn.out(mixed)
             x = x + block.ffn(block.ln2(x))
-        recent = x[later % width == width - 1]  # the most recent slot, where it was computed again
-        last = shifted[-2][-1].repeat(len(cols), 1).index_copy_(0, (cols < width - 1).nonzero()[:, 0], recent)
-        last = last + self._last_attention(self.blocks[-1], last, occluded, later, x, shifted[-2])
-        return occluded, self.ln_f(last + self.blocks[-1].ffn(self.blocks[-1].ln2(last)))
-
-    @staticmethod
-    def _first_attention(
-        block: TransformerBlock, embedded: Tensor, shifted: Tensor, earlier: Tensor, cols: Tensor, later: Tensor
-    ) -> Tensor:
-        """The first block's attention `[S, d]` (before its output projection) at the slots `later` after each
-        removed event. Queries and later keys come from the window's embeddings `[T, d]`, earlier keys from the
-        shifted window's (`earlier` `[T]`: its item ids), so the softmax at slot i without event j sums the
-        shifted keys up to j and the window's keys after j: running sums along two `[T, T]` tables per head."""
-        width, hidden = embedded.shape
-        heads = block.attn.heads
-        q, k, v = block.attn.qkv(block.ln1(torch.cat([shifted, embedded]))).view(2, width, 3, heads, -1).unbind(2)
-        k, v = torch.stack([k[0], k[1].flip(0)]), torch.stack([v[0], v[1].flip(0)])  # the window's keys latest first
-        slots = torch.arange(width, device=cols.device)
-        seen = torch.stack([(earlier > 0).expand(width, -1), slots[:, None] >= slots.flip(0)[None, :]])[:, None]
-        logits = torch.einsum("ihe,gche->ghic", q[1] / math.sqrt(hidden // heads), k).masked_fill(~seen, -math.inf)
-        weights = (logits - logits.amax((0, 3), keepdim=True)).exp()  # [2, H, T, T]; each query sees itself
-        values = torch.cat([v, torch.ones_like(v[..., :1])], -1).permute(0, 2, 1, 3)  # [2, H, T, d / H + 1]
-        sums = (weights[..., None] * values[:, :, None]).cumsum(3)  # numerators and denominator, key by key
-        removed, slot = cols[later // width], later % width
-        total = sums[0][:, slot, removed] + sums[1][:, slot, width - 2 - removed]  # [H, S, d / H + 1]
-        return (total[..., :-1] / total[..., -1:]).transpose(0, 1).flatten(1)
-
-    @staticmethod
-    def _last_attention(
-        block: TransformerBlock, last: Tensor, occluded: Tensor, later: Tensor, x: Tensor, shifted: Tensor
-    ) -> Tensor:
-        """The last block's attention output `[N, d]` at the most recent slot `last` `[N, d]` of each window:
-        keys and values of the shifted window's states `[T, d]` before the removed event, of `x` after it."""
-        count, width = occluded.shape
-        hidden, heads = last.shape[1], block.attn.heads
-        weight, bias = block.attn.qkv.weight, block.attn.qkv.bias
-        query = F.linear(block.ln1(last), weight[:hidden], bias[:hidden]).view(count, 1, heads, -1).transpose(1, 2)
-        kv = F.linear(block.ln1(shifted), weight[hidden:], bias[hidden:]).repeat(count, 1)
-        kv = kv.index_copy_(0, later, F.linear(block.ln1(x), weight[hidden:], bias[hidden:]))
-        k, v = kv.view(count, width, 2, heads, -1).permute(2, 0, 3, 1, 4)
-        seen = (occluded > 0).index_fill_(1, torch.tensor([width - 1], device=occluded.device), True)
-        mixed = F.scaled_dot_product_attention(query, k, v, attn_mask=seen[:, None, None, :])
-        return block.attn.out(mixed.reshape(count, hidden))
+        rows = torch.arange(width - 1, device=embedded.device)
+        recent = rows * width - rows * (rows + 1) // 2 + width - 2 - rows  # the pairs (j, T - 1) among (removal, slot)
+        last = torch.cat([x[recent], states[-2][1, -1:]])  # removing the most recent slot leaves the shifted state
+        block = self.blocks[-1]
+        last = last + block.attn.out(_last_attention(block, last, before, seen, removal, slot, x, states[-2][1]))
+        last = last + block.ffn(block.ln2(last))
+        return self.ln_f(torch.cat([states[-1][0, -1:], last]))
 
     def _item_scores(self, hidden: Tensor, windows: Tensor, items: Tensor) -> Tensor:
         """Scores `[N, K]` of `items` `[K]` for last hidden states `[N, d]` after `windows` `[N, T]`, as `score_all`."""
@@ -175,6 +145,80 @@ class SASRec(SequentialRecommender):
         return scores
 
 
-def _before(cols: Tensor, width: int) -> Tensor:
-    """`[N, T]` bool: the slots up to `cols[n]`, which hold the shifted window once event `cols[n]` is removed."""
-    return torch.arange(width, device=cols.device)[None, :] <= cols[:, None]
+def _before(width: int, device: torch.device | None = None) -> Tensor:
+    """`[T, T]` bool: row j marks the slots up to j, which hold the shifted window once slot j is removed."""
+    slots = torch.arange(width, device=device)
+    return slots[None, :] <= slots[:, None]
+
+
+def _heads(block: TransformerBlock, states: Tensor, first: int, count: int) -> Tensor:
+    """`count` of the block's projections (query, key, value), from the `first`, of `states` `[S, d]`, split
+    into heads `[S, count, H, d / H]`."""
+    hidden, heads = states.shape[1], block.attn.heads
+    rows = slice(first * hidden, (first + count) * hidden)
+    projected = F.linear(block.ln1(states), block.attn.qkv.weight[rows], block.attn.qkv.bias[rows])
+    return projected.view(len(states), count, heads, hidden // heads)
+
+
+def _first_attention(
+    block: TransformerBlock,
+    embedded: Tensor,
+    shifted: Tensor,
+    real: Tensor,
+    real_shifted: Tensor,
+    removal: Tensor,
+    slot: Tensor,
+) -> Tensor:
+    """The first block's attention `[S, d]` (before its output projection) at slot `slot[s]` of the window
+    without slot `removal[s]` (< `slot[s]`): the query and the keys after the removed slot come from the
+    window's input states `[T, d]`, the keys up to it from the shifted window's.
+
+    With one stabiliser per query, a pair's softmax numerator and denominator are the window's own sums
+    plus, key by key up to the removed slot, the shifted window's terms minus the window's: one running sum
+    along a `[H, T, T, d / H + 1]` table, read at each pair.
+    """
+    width = len(embedded)
+    q, k, v = _heads(block, embedded, 0, 3).unbind(1)  # [T, H, d / H] each
+    k_old, v_old = _heads(block, shifted, 1, 2).unbind(1)
+    q = q / math.sqrt(q.shape[-1])
+    keys = torch.arange(width, device=slot.device)
+    causal = keys[None, :] <= keys[:, None]
+    own = torch.einsum("ihe,che->hic", q, k).masked_fill(
+        ~((causal & real) | (keys[None, :] == keys[:, None])), -math.inf
+    )
+    old = torch.einsum("ihe,che->hic", q, k_old).masked_fill(~(causal & real_shifted), -math.inf)
+    top = torch.maximum(own.amax(-1, keepdim=True), old.amax(-1, keepdim=True))
+    own, old = (own - top).exp(), (old - top).exp()  # [H, T, T]
+    ones = torch.ones_like(v[..., :1])
+    v, v_old = torch.cat([v, ones], -1).transpose(0, 1), torch.cat([v_old, ones], -1).transpose(0, 1)
+    change = (old[..., None] * v_old[:, None] - own[..., None] * v[:, None]).cumsum(2)  # [H, T, T, d / H + 1]
+    total = (own @ v)[:, slot] + change[:, slot, removal]  # [H, S, d / H + 1]: numerators, then denominator
+    return (total[..., :-1] / total[..., -1:]).transpose(0, 1).flatten(1)
+
+
+def _last_attention(
+    block: TransformerBlock,
+    last: Tensor,
+    before: Tensor,
+    seen: Tensor,
+    removal: Tensor,
+    slot: Tensor,
+    x: Tensor,
+    shifted: Tensor,
+) -> Tensor:
+    """The last block's attention `[T, d]` (before its output projection) at the most recent slot `last`
+    `[T, d]` of the window without each slot j: keys and values from the shifted window's states `[T, d]` at
+    the slots up to j (`before` `[T, T]`), from the recomputed states `x` `[S, d]` at the slots `slot` after
+    their `removal`; `seen` `[T, T]`: which slots hold an event."""
+    width = len(before)
+    q = _heads(block, last, 0, 1)[:, 0] / math.sqrt(last.shape[1] // block.attn.heads)  # [T, H, d / H]
+    k_old, v_old = _heads(block, shifted, 1, 2).unbind(1)  # [T, H, d / H]
+    k_new, v_new = _heads(block, x, 1, 2).unbind(1)  # [S, H, d / H]
+    later = removal * width + slot
+    logits = torch.einsum("nhe,che->hnc", q, k_old).flatten(1)  # [H, T * T]
+    logits = logits.index_copy(1, later, torch.einsum("she,she->hs", q[removal], k_new))
+    seen = seen | (torch.arange(width, device=seen.device) == width - 1)  # the query sees itself
+    weights = logits.view(-1, width, width).masked_fill(~seen, -math.inf).softmax(-1)  # [H, T, T]
+    mixed = (weights * before) @ v_old.transpose(0, 1)  # [H, T, d / H]
+    new = weights.flatten(1)[:, later, None] * v_new.transpose(0, 1)  # [H, S, d / H]
+    return mixed.index_add(1, removal, new).transpose(0, 1).flatten(1)

@@ -7,6 +7,7 @@ in its thread pool. Every error a client can cause is a 4xx with one sentence in
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -24,7 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from lmrec.config import EXCLUDE_SEEN_DEFAULT
-from lmrec.errors import ExplanationUnavailable, LmrecError
+from lmrec.errors import BackendUnsupported, ExplanationUnavailable, LmrecError
 from lmrec.serve import schemas as s
 from lmrec.serve.auth import ApiKeys, bearer, load_keys
 from lmrec.serve.engine import Unsupported
@@ -57,6 +58,7 @@ _STATUS = [
     (s.InvalidInput, 422),
     (NotFound, 404),
     (Unsupported, 409),
+    (BackendUnsupported, 409),
     (CatalogueChanged, 409),
     (LoadFailed, 503),
     (NotConfigured, 501),
@@ -147,6 +149,10 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         service.start_watching()
+        # The loaded model, dataset and catalogue are millions of long-lived objects: left to the cyclic
+        # collector, each full collection walks them all and stalls every request in flight (tens of ms).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
@@ -208,12 +214,13 @@ def create_app(config: ServiceConfig | None = None, service: Service | None = No
         candidates: Annotated[
             str | None, Query(max_length=100_000, description="comma-separated item ids to rank (only these)")
         ] = None,
-    ) -> s.Recommendations:
+    ) -> Response:
         """Top-k items after the user's live history (training data plus every stored event)."""
-        return service.recommend_user(
+        answer = service.recommend_user(
             _checked_id(user_id, "user_id"), k, exclude_seen, explain,
             _id_list(exclude, "exclude") or [], _id_list(candidates, "candidates"),
         )  # fmt: skip
+        return Response(answer.body, media_type="application/json")  # encoded once per remembered reply
 
     @app.post("/v1/recommendations", response_model=s.Recommendations, dependencies=reader,
               tags=["recommendations"], responses=_responses(401, 409, 413, 422))  # fmt: skip

@@ -76,11 +76,13 @@ class ApiKeys:
         needs = "key" if self.keys else "public"
         return AuthInfo(reads="public" if self.public_reads else needs, writes=needs, key=self.key_state(credentials))
 
-    def writer(self, credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
-        """Writes and admin endpoints always need a key (when keys are configured)."""
+    async def writer(self, credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
+        """Writes and admin endpoints always need a key (when keys are configured). A coroutine, though it
+        never waits: FastAPI runs plain dependencies in a worker thread, and that hand-off cost more than
+        the rest of a remembered reply."""
         self._check(credentials)
 
-    def reader(self, credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
+    async def reader(self, credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
         """Reads need a key unless the service runs with --public-reads."""
         if not self.public_reads:
             self._check(credentials)

@@ -1,4 +1,5 @@
-"""Live histories: each user's stored events, cached in memory (LRU) and updated as batches commit.
+"""Live histories: each user's stored events, cached in memory (LRU) and updated as batches commit, with what
+was computed from them (the live sequence, the latest replies) until they change.
 
 A miss reads the user's events from the store once; after that, committed batches are merged into the
 cached entry (write-through), so a recommendation needs no database round trip. Merges are idempotent by
@@ -14,7 +15,7 @@ import bisect
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from lmrec.serve.store import EventStore, StoredEvent
 
 DEFAULT_CAPACITY = 100_000
 MAX_EVENTS_PER_USER = 10_000
+MEMO_KEYS = 8  # distinct requests (k, options) remembered per user
 
 
 def _key(event: StoredEvent) -> tuple[float, int]:
@@ -48,22 +50,41 @@ def _merged(events: list[StoredEvent], new: Iterable[StoredEvent], limit: int) -
 
 @dataclass
 class UserEvents:
-    """One user's stored events in time order (ties by arrival), and a memo of their conversion."""
+    """One user's stored events in time order (ties by arrival), and memos of what was computed from them."""
 
     events: list[StoredEvent] = field(default_factory=list)
     ready: bool = False
     loaded_at: float = 0.0
     pending: list[StoredEvent] = field(default_factory=list)
-    memo: tuple[Any, Any] | None = None
+    owner: Any = None
+    memos: dict[Hashable, Any] = field(default_factory=dict)
 
-    def converted(self, owner: Any, convert: Callable[[list[StoredEvent]], Any]) -> Any:
-        """`convert(events)`, remembered for `owner` (e.g. one loaded model version) until the events change."""
-        memo = self.memo
-        if memo is not None and memo[0] is owner:
-            return memo[1]
-        value = convert(self.events)
-        self.memo = (owner, value)
+    def remembered(self, owner: Any, key: Hashable, compute: Callable[[list[StoredEvent]], Any]) -> Any:
+        """`compute(events)`, remembered under `key` for `owner` (one loaded model version) until the events
+        change or another owner asks; the latest `MEMO_KEYS` keys are kept.
+
+        A user's recommendations change only when one of their events arrives (or the model changes), so a
+        repeated request is answered from here. A value computed while an event arrived is returned, not kept.
+        """
+        events, memos = self.events, self.memos
+        if self.owner is owner and key in memos:
+            return memos[key]
+        value = compute(events)
+        if self.events is events:
+            if self.owner is not owner:
+                self.owner, self.memos = owner, {}
+            while len(self.memos) >= MEMO_KEYS:
+                del self.memos[next(iter(self.memos))]
+            self.memos[key] = value
         return value
+
+    def remembers(self, owner: Any, key: Hashable) -> bool:
+        """Whether `remembered(owner, key, ...)` would answer from its memo now."""
+        return self.owner is owner and key in self.memos
+
+    def changed(self, events: list[StoredEvent]) -> None:
+        """Replace the events and drop every memo of the old ones."""
+        self.events, self.memos = events, {}
 
 
 class LiveHistories:
@@ -121,7 +142,7 @@ class LiveHistories:
                     continue
                 merged = _merged(entry.events, new, self.max_events)
                 if merged is not None:
-                    entry.events, entry.memo = merged, None
+                    entry.changed(merged)
 
     def forget(self, user_id: str) -> None:
         """Drop a user's entry after their events were erased (a load in flight is not cached either)."""

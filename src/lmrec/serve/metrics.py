@@ -45,6 +45,10 @@ class Metrics:
                                registry=self.registry)  # fmt: skip
         self.refused = Gauge("lmrec_model_refused", "1 while the version the source asks for is refused (see /readyz)",
                              registry=self.registry)  # fmt: skip
+        self.replies = Counter(
+            "lmrec_recommendation_replies", "Recommendation replies, computed or answered from the user's memo "
+            "(a user's reply changes only when one of their events arrives)", ["source"], registry=self.registry,
+        )  # fmt: skip
         self.histories = Gauge("lmrec_live_histories", "Users whose live history is cached", registry=self.registry)
         self._online()
 

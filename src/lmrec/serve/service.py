@@ -14,6 +14,7 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from lmrec.data.dataset import PreparedDataset
 from lmrec.errors import DataError, LmrecError, RunError
+from lmrec.inference.onnx import with_backend
 from lmrec.inference.recommender import Recommender
 from lmrec.registry.feedback import feedback_dir
 from lmrec.registry.run import RunDir
@@ -31,7 +33,7 @@ from lmrec.serve.feedback import FLUSH_INTERVAL, Feedback
 from lmrec.serve.live import DEFAULT_CAPACITY, LiveHistories
 from lmrec.serve.metrics import Metrics
 from lmrec.serve.retrieval import EXACT_LIMIT
-from lmrec.serve.store import EventStore, StoredItem
+from lmrec.serve.store import EventStore, StoredEvent, StoredItem
 from lmrec.serve.users import matching_users
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,18 @@ class BatchRejected(LmrecError):
         self.rejected = rejected
 
 
+class Answer:
+    """A recommendation reply and its JSON encoding, made once however often the reply is served."""
+
+    def __init__(self, reply: s.Recommendations) -> None:
+        self.reply = reply
+
+    @cached_property
+    def body(self) -> bytes:
+        """The reply as the JSON an HTTP response carries."""
+        return self.reply.model_dump_json().encode()
+
+
 @dataclass
 class ServiceConfig:
     """Everything `lmrec serve` configures."""
@@ -109,6 +123,8 @@ class ServiceConfig:
     feedback_log: Path | None = None  # default: <registry>/feedback/served-<pid>.jsonl on a registry, else none
     feedback_window: int = 1  # a served list unhit after this many later events of its user is a miss
     feedback_flush_interval: float = FLUSH_INTERVAL  # seconds between appends to the feedback log
+    backend: str = "torch"  # or "onnx": the run's ONNX export (lmrec export) scores in place of the torch model
+    export_dir: Path | None = None  # the export for the onnx backend (default: <served run>/export)
 
 
 class ModelSource:
@@ -175,7 +191,7 @@ class Service:
         version, path = self.source.resolve()
         if served is not None and not self.config.allow_new_catalogue:
             self._check_catalogue(served, version, path)
-        recommender = Recommender.load(path)
+        recommender = with_backend(Recommender.load(path), self.config.backend, self.config.export_dir)
         return self._engine(recommender, version, self.store.items()), Token(token, revision, version)
 
     def _engine(self, recommender: Recommender, version: str, items: Sequence[StoredItem]) -> Engine:
@@ -334,25 +350,45 @@ class Service:
         explain: bool,
         exclude: Sequence[str] = (),
         candidates: Sequence[str] | None = None,
-    ) -> s.Recommendations:
-        """Top-k for a user from their live sequence, or popularity when they have no usable history."""
+    ) -> Answer:
+        """Top-k for a user from their live sequence, or popularity when they have no usable history; the
+        answer (and its JSON) is remembered until one of the user's events arrives or the model changes."""
         engine = self.engine
         entry = self.histories.get(user_id)
-        live = entry.converted(engine, lambda events: engine.live_sequence(user_id, events))
-        reply = self._recommend(
-            engine, user_id, live.items, live.unknown, k, exclude_seen, explain, exclude, candidates
+        request = (
+            "recommend",
+            k,
+            exclude_seen,
+            explain,
+            tuple(exclude),
+            None if candidates is None else tuple(candidates),
         )
-        self.feedback.served(reply, engine.n_items)
-        return reply
+
+        def answer(events: list[StoredEvent]) -> Answer:
+            live = entry.remembered(engine, "live", lambda _: engine.live_sequence(user_id, events))
+            return Answer(self._recommend(
+                engine, user_id, live.items, live.unknown, k, exclude_seen, explain, exclude, candidates
+            ))  # fmt: skip
+
+        self.metrics.replies.labels("cached" if entry.remembers(engine, request) else "computed").inc()
+        answered = entry.remembered(engine, request, answer)
+        if answered.reply.fallback is not None:
+            self.metrics.fallbacks.inc()
+        self.feedback.served(answered.reply, engine.n_items)
+        return answered
 
     def recommend_session(self, request: s.SessionRequest) -> s.Recommendations:
         """Top-k for an anonymous session given its item ids."""
         engine = self.engine
         items, unknown = engine.indices(request.item_ids)
-        return self._recommend(
+        reply = self._recommend(
             engine, None, items, len(unknown), request.k, request.exclude_seen, request.explain,
             request.exclude, request.candidates,
         )  # fmt: skip
+        self.metrics.replies.labels("computed").inc()
+        if reply.fallback is not None:
+            self.metrics.fallbacks.inc()
+        return reply
 
     def _recommend(
         self,
@@ -374,7 +410,6 @@ class Service:
         else:
             ranked = engine.popular(k, blocked, chosen)
             fallback = "popularity"
-            self.metrics.fallbacks.inc()
         return s.Recommendations(
             user_id=user_id,
             model_version=engine.version,

@@ -54,6 +54,7 @@ from lmrec.inference.classifier import build_classifier, progress_bar
 from lmrec.models.classifier import MODEL_NAME, Classifier, ClassifierConfig, report_truncation, shrunk_rates
 from lmrec.models.cross_encoder import HISTORY_FEATURES, CrossEncoder, pair_token_lengths, tokenize_pairs
 from lmrec.registry.run import LOCK_NAME, RunDir
+from lmrec.training.distributed import refuse_distributed
 from lmrec.training.trainer import peak_rss_mb, seed_everything
 from lmrec.training.training_log import TrainingLog, epoch_limit, time_budget
 from lmrec.version import __version__
@@ -336,6 +337,8 @@ def train_run(
 ) -> dict[str, Any]:
     """Train a classifier on a prepared dataset into run directory `out`; return (and write) its metrics."""
     from lmrec.text.encoder import TextEncoder
+
+    refuse_distributed("the behaviour classifier (`lmrec classify train`)")
 
     dataset = PreparedDataset.load(data)
     events = load_events(dataset)

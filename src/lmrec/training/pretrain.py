@@ -23,6 +23,7 @@ from lmrec.config import RunConfig
 from lmrec.data.dataset import PreparedDataset
 from lmrec.evaluation.evaluator import Evaluator
 from lmrec.models.base import Batch, SequentialRecommender
+from lmrec.training.distributed import refuse_distributed
 from lmrec.training.losses import full_softmax_ce
 from lmrec.training.training_log import TrainingLog, early_stopping, epoch_limit, time_budget
 from lmrec.training.windows import WindowSet
@@ -67,6 +68,7 @@ class Pretrainer:
         temperature: float = 0.07,
         progress: bool = False,
     ) -> None:
+        refuse_distributed("pre-training (`lmrec pretrain`)")
         self.model = model
         self.config = config
         self.progress = progress

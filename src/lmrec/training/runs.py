@@ -21,12 +21,14 @@ from lmrec.models.base import SequentialRecommender, build_model, model_class
 from lmrec.registry.run import RunDir
 from lmrec.runtime import configure_threads, deferred_interrupts
 from lmrec.text.table import attach_item_text
+from lmrec.training import distributed
 from lmrec.training.trainer import Trainer, TrainState, ValidationHook, peak_rss_mb, seed_everything
 from lmrec.training.warm import warm_start as warm_weights
 
 log = logging.getLogger(__name__)
 
 
+@distributed.in_session
 def train(
     data: str | Path,
     out: str | Path,
@@ -51,6 +53,10 @@ def train(
     `resume` continues the run as it was configured (see `config.resume_config`). Everything is checked
     before the run folder is touched, and the folder is locked while training so that no second
     process trains into it. `on_validation` is the trainer's hook after each validation (see `Trainer`).
+
+    Under torchrun (several processes) every rank checks and prepares the same way, then rank 0 alone locks
+    and writes the run folder while all ranks train (`lmrec.training.distributed`); every rank returns rank
+    0's metrics. Models without gradient training are refused there.
     """
     if warm_start is not None and (init is not None or resume):
         raise ConfigError("--warm-start starts a new run from a trained one; it cannot go with --init or --resume.")
@@ -71,6 +77,10 @@ def train(
             name = model or (pretrained or {}).get("model")
             config = build_config(name, config_file, base + list(overrides or []), seed)
         config = with_text_dim(config)
+    group = distributed.current()
+    if group.active:
+        distributed.refuse_untrainable(model_class(config.model_name))
+        progress = progress and group.main
     configure_threads(config.train.threads)
     seed_everything(config.seed)
     model_ = build_model(config.model_name, dataset.n_items, config.model_params)
@@ -80,6 +90,14 @@ def train(
         init_summary = warm_weights(model_, parent[0], parent[1], list(dataset.item_ids))
     trainer = Trainer(dataset, config, run, progress=progress, model=model_, on_validation=on_validation)
     trainer.prepare(resume=resume)  # a resumed run's checkpoint is restored (and checked) before any write
+    distributed.barrier(group)  # under torchrun, every rank has checked the folder before rank 0 writes it
+    if not group.main:
+        try:
+            trainer.fit()
+        except Interrupted as exc:
+            exc.message = f"training process {group.rank} stopped; process 0 records what the run kept."
+            raise
+        return distributed.broadcast({}, group)
     with run.lock():
         with deferred_interrupts():  # an old run being replaced is removed whole or not at all
             run.create(overwrite=overwrite, resume=resume)
@@ -94,6 +112,8 @@ def train(
                 metrics["item_text"] = text_summary
             if init_summary:
                 metrics["warm_start" if parent else "init"] = {"from": str(warm_start or init), **init_summary}
+            if group.active:
+                metrics["distributed"] = _distributed_info(group, config)
             run.write_metrics(metrics)
             run.set_state("finished", epochs_done=state.epoch)
         except (Interrupted, KeyboardInterrupt) as exc:
@@ -104,7 +124,41 @@ def train(
         except Exception:
             _keep_failed(run, trainer.state.epoch)
             raise
-    return metrics
+    return distributed.broadcast(metrics, group)
+
+
+def _distributed_info(group: distributed.Group, config: RunConfig) -> dict[str, Any]:
+    """What metrics.json records of a distributed training: processes, backend, device, batch split."""
+    return {
+        "processes": group.world_size,
+        "backend": group.backend,
+        "device": group.device.type,
+        "global_batch_size": config.train.batch_size,
+        "windows_per_process": -(-config.train.batch_size // group.world_size),
+    }
+
+
+def check_distributed(
+    out: str | Path,
+    model: str | None = None,
+    config_file: Path | None = None,
+    overrides: list[str] | None = None,
+    seed: int | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    init: str | Path | None = None,
+) -> None:
+    """Refuse before torchrun starts (`lmrec train --nproc N`) what each of its processes would refuse: a run
+    folder that exists, a bad config, or a model without gradient training (pop, itemknn)."""
+    run = RunDir(out)
+    run.check_new(overwrite=overwrite, resume=resume)
+    if resume:
+        name = run.config().model_name
+    elif model is None and config_file is None and init is not None:
+        name = str(load_pretrained(init)["model"])
+    else:
+        name = build_config(model, config_file, list(overrides or []), seed).model_name
+    distributed.refuse_untrainable(model_class(name))
 
 
 def _start_run(

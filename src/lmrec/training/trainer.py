@@ -10,7 +10,8 @@ import math
 import random
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,10 @@ from lmrec.config import RunConfig
 from lmrec.data.dataset import PreparedDataset
 from lmrec.errors import ConfigError, DataError, RunError
 from lmrec.evaluation.evaluator import Evaluator
-from lmrec.models.base import SequentialRecommender, build_model
+from lmrec.models.base import Batch, SequentialRecommender, build_model
 from lmrec.registry.run import RunDir
 from lmrec.runtime import configure_threads
+from lmrec.training import distributed
 from lmrec.training.losses import make_objective
 from lmrec.training.training_log import TrainingLog, early_stopping, epoch_limit, time_budget
 from lmrec.training.windows import WindowSet
@@ -105,7 +107,8 @@ class Trainer:
         self.on_validation = on_validation
         self.config = config
         self.run = run
-        self.progress = progress
+        self.group = distributed.current()  # several processes under torchrun; rank 0 validates and writes
+        self.progress = progress and self.group.main
         configure_threads(config.train.threads)
         seed_everything(config.seed)
         self.model = model or build_model(config.model_name, dataset.n_items, config.model_params)
@@ -128,6 +131,7 @@ class Trainer:
         self._epoch_seconds: list[float] = []
         self._prepared = False
         self._hook_stop = ""  # the reason `on_validation` gave to stop, if it did
+        self._ddp: torch.nn.Module | None = None  # the model's loss in DistributedDataParallel, under torchrun
 
     def _training_lengths(self) -> np.ndarray:
         """Training prefix length per user; zero for users left out by `train.user_fraction`."""
@@ -228,10 +232,15 @@ class Trainer:
         fits) before it writes anything.
         """
         self.model.fit_statistics(self._train_sequences())
+        if self.group.active:
+            distributed.refuse_untrainable(self.model)
+            self.model.to(self.group.device)  # before the optimiser's state exists or is restored
         self._setup_optimisation()
         if resume and self.run.last_file.is_file():
             self._restore(self.run.load_checkpoint(self.run.last_file))
             log.info("resumed at epoch %d", self.state.epoch)
+        if self.group.active:  # every rank restored the same checkpoint; DDP also starts them from rank 0's
+            self._ddp = distributed.wrap(self.model, self.group)
         self._prepared = True
 
     def fit(self, resume: bool = False) -> TrainState:
@@ -245,14 +254,21 @@ class Trainer:
             self.state.stopped_by = "no training (statistics of the training events)"
             return self.state
         training_log = TrainingLog(self.config.eval.metric, log, history=self.state.history)
-        with training_log.writing(self.run.logs_dir):
-            while not self._stop_reason():
+        with training_log.writing(self.run.logs_dir) if self.group.main else nullcontext():
+            while not (reason := self._decide_stop()):
                 self._epoch(training_log)
-        self.state.stopped_by = self._stop_reason()
-        training_log.stopped(self.state.stopped_by)
-        if self.state.best_epoch < 0:
-            self._save_best()
+        self.state.stopped_by = reason
+        if self.group.main:
+            training_log.stopped(self.state.stopped_by)
+            if self.state.best_epoch < 0:
+                self._save_best()
+        self.state = distributed.broadcast(self.state, self.group)  # rank 0's record on every rank
         return self.state
+
+    def _decide_stop(self) -> str:
+        """`_stop_reason`; under torchrun rank 0's (it alone validates and times), so that every rank runs
+        the same epochs and none waits for a step the others never take."""
+        return distributed.broadcast(self._stop_reason(), self.group)
 
     def _stop_reason(self) -> str:
         """Why training stops before the next epoch, or "" to go on.
@@ -278,40 +294,60 @@ class Trainer:
         cfg = self.config.train
         started = time.perf_counter()
         self.model.train()
-        total_loss, n_batches, n_targets = 0.0, 0, 0
+        total_loss, n_batches, n_targets, shares = 0.0, 0, 0, 0.0
         bar = tqdm(
-            self.windows.batches(cfg.batch_size, self.rng),
+            self._batches(cfg.batch_size),
             total=math.ceil(len(self.windows) / cfg.batch_size),
             desc=f"epoch {self.state.epoch + 1}/{cfg.epochs}",
             disable=not self.progress,
             leave=False,
             unit="batch",
         )
-        for batch in bar:
-            loss = self.model.loss(batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+        for batch, share in bar:
+            if self._ddp is None:
+                loss = self.model.loss(batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            else:  # DDP averages gradients over ranks: weighted so, they are those of the global batch's mean loss
+                loss = self._ddp(batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                (loss * (share * self.group.world_size)).backward()
             if cfg.clip_norm:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
             self.optimizer.step()
             self.scheduler.step()
             self.state.step += 1
-            total_loss += loss.item()
+            total_loss += loss.item() * share
             n_batches += 1
-            n_targets += int(batch.fresh[:, 1:].sum())
+            n_targets += int(batch.fresh[:, 1:].sum()) if share else 0
+            shares += share  # n_batches in one process; under torchrun this rank's part of them
             rate = n_targets / max(1e-9, time.perf_counter() - started)
-            bar.set_postfix(loss=f"{total_loss / n_batches:.4f}", targets_per_s=f"{rate:,.0f}")
+            bar.set_postfix(loss=f"{total_loss / max(1e-9, shares):.4f}", targets_per_s=f"{rate:,.0f}")
+        if self.group.active:  # the global batches' mean losses (every rank took the same number of steps)
+            total_loss, n_targets = distributed.all_sum([total_loss, n_targets], self.group)
         train_loss = total_loss / max(1, n_batches)
         metrics: dict[str, float] = {}
-        if (self.state.epoch + 1) % cfg.eval_every == 0 or self.state.epoch + 1 == cfg.epochs:
+        due = (self.state.epoch + 1) % cfg.eval_every == 0 or self.state.epoch + 1 == cfg.epochs
+        if due and self.group.main:
             metrics = self.validate()
         self._epoch_seconds.append(time.perf_counter() - started)
         self.state.train_seconds += self._epoch_seconds[-1]
-        self._log_epoch(training_log, train_loss, metrics)
+        if self.group.main:
+            self._log_epoch(training_log, train_loss, metrics)
         self.state.epoch += 1
-        self.run.save(self.run.last_file, self._resume_state())
+        if self.group.main:
+            self.run.save(self.run.last_file, self._resume_state())
         if metrics and self.on_validation is not None:
             self._hook_stop = self.on_validation(self.state.epoch - 1, metrics) or ""
+
+    def _batches(self, batch_size: int) -> Iterator[tuple[Batch, float]]:
+        """The epoch's batches, each with its share of the global batch's targets: all of it in one process,
+        this rank's windows of each global batch (on its device) under torchrun."""
+        group = self.group
+        if not group.active:
+            return ((batch, 1.0) for batch in self.windows.batches(batch_size, self.rng))
+        shards = distributed.shard_batches(self.windows, batch_size, self.rng, group.rank, group.world_size)
+        return ((self.windows.batch(idx).to(group.device), share) for idx, share in shards)
 
     def _log_epoch(self, training_log: TrainingLog, train_loss: float, metrics: dict[str, float]) -> None:
         """Keep the best model and the patience count, then record the epoch (history, TensorBoard, console)."""

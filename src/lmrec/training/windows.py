@@ -55,17 +55,25 @@ class WindowSet:
         """
         order = rng.permutation(len(self))
         for lo in range(0, len(order), batch_size):
-            idx = order[lo : lo + batch_size]
-            start, end, fresh_from = self.start[idx], self.end[idx], self.fresh_from[idx]
-            width = int((end - start).max())
-            cols = np.arange(width)
-            # Column c of a row holds event end - width + c; columns before `start` are padding.
-            pos = end[:, None] - width + cols[None, :]
-            real = pos >= start[:, None]
-            items = np.where(real, self.items[np.clip(pos, 0, None)], 0)
-            fresh = real & (pos >= fresh_from[:, None])
-            yield Batch(
-                items=torch.from_numpy(items.astype(np.int64)),
-                fresh=torch.from_numpy(fresh),
-                users=torch.from_numpy(self.users[idx].astype(np.int64)),
-            )
+            yield self.batch(order[lo : lo + batch_size])
+
+    @property
+    def targets_per_window(self) -> np.ndarray:
+        """How many fresh targets each window holds (its events from `fresh_from` to its end)."""
+        return self.end - self.fresh_from
+
+    def batch(self, idx: np.ndarray) -> Batch:
+        """The right-aligned `Batch` of the windows `idx`, as wide as the longest of them."""
+        start, end, fresh_from = self.start[idx], self.end[idx], self.fresh_from[idx]
+        width = int((end - start).max())
+        cols = np.arange(width)
+        # Column c of a row holds event end - width + c; columns before `start` are padding.
+        pos = end[:, None] - width + cols[None, :]
+        real = pos >= start[:, None]
+        items = np.where(real, self.items[np.clip(pos, 0, None)], 0)
+        fresh = real & (pos >= fresh_from[:, None])
+        return Batch(
+            items=torch.from_numpy(items.astype(np.int64)),
+            fresh=torch.from_numpy(fresh),
+            users=torch.from_numpy(self.users[idx].astype(np.int64)),
+        )
