@@ -111,7 +111,7 @@ class SASRec(SequentialRecommender):
         Without slot j, the states up to j are those of the shifted window (the attention is causal and
         positions count from the end) and the states after j see the same inputs: all removals share the two
         windows' states, only the states after each removed slot are computed again, and in the last block
-        only the most recent one. Shapes depend on T only, so the computation also exports to ONNX.
+        only the most recent one. Nothing depends on the values but the masks: no shape varies with the data.
         """
         width = len(embedded)
         states = self._blocks(torch.stack([embedded, shifted]), torch.stack([real, real_shifted]))
