@@ -54,6 +54,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent
 GIB = 1024**3
+DEFAULT_MEMORY_LIMIT = "2GB"  # other limits are kept apart, as "<events>@<limit>", and left out of the plot
 ONE_RUN_ABOVE = 10_000_000  # larger logs are prepared once, smaller ones --prepare-runs times
 PREPARE_RSS_BAR = 3 * GIB  # the 30M-event preparation under --memory-limit 2GB
 POSITION_BAR = 3.0  # the 10k-item epoch's time per position, at most 3x ML-100K protocol R's
@@ -115,7 +116,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prepare-runs", type=int, default=3, help="runs per size up to 10M events (median)")
     parser.add_argument("--events-per-user", type=int, default=100)
     parser.add_argument("--prepare-items", type=int, default=50_000)
-    parser.add_argument("--memory-limit", default="2GB", help="DuckDB's memory limit for every prepare")
+    parser.add_argument("--memory-limit", default=DEFAULT_MEMORY_LIMIT, help="DuckDB's memory limit for every prepare")
     parser.add_argument("--scales", default="1,4,16", help="multiples of ML-100K's interactions (train part)")
     parser.add_argument("--throughput-items", default="10k,100k", help="items of the 600 x 165 logs")
     parser.add_argument(
@@ -556,20 +557,31 @@ def slopes(rows: list[dict], x: str, y) -> list[str]:
     return out
 
 
+def percent(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+def cpu_per_position(row: dict) -> float:
+    """CPU microseconds (user + sys) per trained position of a training's reported epoch: what the epoch costs
+    without the waits that other jobs on a shared machine add to its wall time."""
+    return (row["epoch_user_s"] + row["epoch_sys_s"]) / row["positions"] * 1e6
+
+
 def print_tables(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console(width=max(160, shutil.get_terminal_size().columns))
-    prepare = sorted(results.get("prepare", {}).values(), key=lambda r: r["events"])
+    prepare = sorted(results.get("prepare", {}).values(), key=lambda r: (r["memory_limit"] != DEFAULT_MEMORY_LIMIT,
+                                                                        r["memory_limit"], r["events"]))  # fmt: skip
     if prepare:
-        table = Table(title=f"lmrec data prepare (synthetic CSV, --memory-limit {prepare[0]['memory_limit']})")
-        for column in ("events", "CSV GiB", "wall s", "exp.", "peak RSS GiB", "user s", "sys s", "spill GiB",
+        table = Table(title="lmrec data prepare (synthetic CSV, --temp-dir for spilling; exp.: growth exponent)")
+        for column in ("limit", "events", "CSV GiB", "wall s", "exp.", "peak RSS GiB", "user s", "sys s", "spill GiB",
                        "µs/event"):  # fmt: skip
             table.add_column(column, justify="right")
         for row, slope in zip(prepare, slopes(prepare, "events", lambda r: r["wall_s"]), strict=True):
             name = label(row["events"]) + (" FAILED" if row.get("failed") else "")
-            table.add_row(name, f"{row['log_bytes'] / GIB:.2f}", f"{row['wall_s']:.1f}", slope,
+            table.add_row(row["memory_limit"], name, f"{row['log_bytes'] / GIB:.2f}", f"{row['wall_s']:.1f}", slope,
                           f"{row['peak_rss_bytes'] / GIB:.2f}", f"{row['user_s']:.1f}", f"{row['sys_s']:.1f}",
                           f"{row.get('spill_peak_bytes', 0) / GIB:.2f}",
                           f"{row['wall_s'] / row['events'] * 1e6:.2f}")  # fmt: skip
@@ -577,16 +589,19 @@ def print_tables(results: dict) -> None:
     train = results.get("train", {})
     if train:
         table = Table(title="SASRec training epoch (the faster of the epochs, validation left out), one thread")
-        for column in ("data", "users", "items", "positions", "s/epoch", "µs/position", "× R", "epoch user s",
-                       "epoch sys s", "sys/user", "process sys/user"):  # fmt: skip
+        for column in ("data", "users", "items", "positions", "s/epoch", "µs/position", "× R", "CPU µs/position",
+                       "× R", "epoch user s", "epoch sys s", "sys/user", "process sys/user"):  # fmt: skip
             table.add_column(column, justify="right")
         reference = train.get("ml100k-R", {}).get("us_per_position")
+        cpu_reference = cpu_per_position(train["ml100k-R"]) if "ml100k-R" in train else None
         for name, row in train.items():
             ratio = f"{row['us_per_position'] / reference:.2f}" if reference else ""
+            cpu_ratio = f"{cpu_per_position(row) / cpu_reference:.2f}" if cpu_reference else ""
             table.add_row(name, f"{row['users']:,}", f"{row['items']:,}", f"{row['positions']:,}",
                           f"{row['train_epoch_s']:.1f}", f"{row['us_per_position']:.1f}", ratio,
+                          f"{cpu_per_position(row):.1f}", cpu_ratio,
                           f"{row['epoch_user_s']:.1f}", f"{row['epoch_sys_s']:.2f}",
-                          f"{row['epoch_sys_over_user']:.1%}", f"{row['process_sys_over_user']:.1%}")  # fmt: skip
+                          f"{row['epoch_sys_over_user']:.1%}", percent(row.get("process_sys_over_user")))  # fmt: skip
         console.print(table)
     evaluation = sorted(results.get("eval", {}).values(), key=lambda r: r["items"])
     if evaluation:
@@ -638,10 +653,15 @@ def bars(results: dict) -> dict:
             "us_per_position": row["us_per_position"],
             "ml100k_R_us_per_position": reference["us_per_position"],
             "ratio": ratio,
+            "cpu_us_per_position": cpu_per_position(row),
+            "cpu_ratio": cpu_per_position(row) / cpu_per_position(reference),
             "sys_over_user": row["epoch_sys_over_user"],
             "process_sys_over_user": row["process_sys_over_user"],
-            "passed": ratio <= POSITION_BAR and row["epoch_sys_over_user"] < SYS_BAR,
-            "bar": f"per-position time <= {POSITION_BAR:g}x ML-100K R, sys < {SYS_BAR:.0%} of user",
+            # the issue's bar is on the 10k-item log; larger catalogues are reported beside it
+            "passed": ratio <= POSITION_BAR and row["epoch_sys_over_user"] < SYS_BAR if name == "items-10k" else None,
+            "bar": f"per-position time <= {POSITION_BAR:g}x ML-100K R, sys < {SYS_BAR:.0%} of user"
+            if name == "items-10k"
+            else "none (reported)",
         }
     return out
 
@@ -672,7 +692,7 @@ def plot(results: dict, path: Path) -> None:
         if ax.get_lines():
             ax.legend(fontsize=8)
 
-    prepare = sorted(results.get("prepare", {}).values(), key=lambda r: r["events"])
+    prepare = sorted((r for k, r in results.get("prepare", {}).items() if "@" not in k), key=lambda r: r["events"])
     panel(axes[0][0], [r["events"] for r in prepare],
           [("wall s", [r["wall_s"] for r in prepare], "o-"),
            ("peak RSS GiB", [r["peak_rss_bytes"] / GIB for r in prepare], "s-")],
@@ -743,7 +763,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if "prepare" in args.parts:
         for events in args.sizes:
-            piece("prepare", str(events), lambda events=events: measure_prepare(args, events))
+            key = str(events) if args.memory_limit == DEFAULT_MEMORY_LIMIT else f"{events}@{args.memory_limit}"
+            piece("prepare", key, lambda events=events: measure_prepare(args, events))
     if "train" in args.parts:
         if not args.no_protocol_r:
             piece("train", "ml100k-R", lambda: measure_train(args, "ml100k-R", prepared_protocol_r(args)))
@@ -779,7 +800,8 @@ def main(argv: list[str] | None = None) -> int:
     save(results, args.results)
     print_tables(results)
     for name, bar in results["bars"].items():
-        print(f"bar {name}: {'met' if bar['passed'] else 'NOT met'} ({json.dumps(bar)})")
+        verdict = {True: "met", False: "NOT met", None: "reported"}[bar["passed"]]
+        print(f"bar {name}: {verdict} ({json.dumps(bar)})")
     plot(results, args.plot)
     print(f"wrote {args.results} and {args.plot}")
     return 0

@@ -33,7 +33,9 @@ class TrainConfig(_Strict):
     schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = Field(0, ge=0)
     clip_norm: float | None = 5.0
-    loss: Literal["ce", "bce", "sampled_softmax"] = "ce"
+    loss: Literal["auto", "ce", "bce", "sampled_softmax"] = Field(
+        "ce", description="auto: full-softmax ce up to 30,000 items, sampled softmax with logQ correction above"
+    )
     negatives: int = Field(256, ge=1)
     window_stride: int | None = Field(None, ge=1)
     user_fraction: float = Field(1.0, gt=0, le=1, description="train on a seeded share of the users' sequences")

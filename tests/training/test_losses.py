@@ -10,7 +10,14 @@ import torch.nn.functional as F
 
 from lmrec.models.base import ItemBias, seen_items
 from lmrec.training import losses
-from lmrec.training.losses import bce_negatives, full_softmax_ce, make_objective, sampled_softmax_logq
+from lmrec.training.losses import (
+    AUTO_FULL_SOFTMAX_ITEMS,
+    bce_negatives,
+    full_softmax_ce,
+    make_objective,
+    resolved_loss,
+    sampled_softmax_logq,
+)
 
 
 def _case() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -83,6 +90,7 @@ def test_chunked_softmax_matches_full_softmax_loss_and_gradients(
     monkeypatch: pytest.MonkeyPatch, chunk_logits: int
 ) -> None:
     monkeypatch.setattr(losses, "CHUNK_LOGITS", chunk_logits)
+    monkeypatch.setattr(losses, "MIN_CHUNK_ROWS", 1)
     gen = torch.Generator().manual_seed(1)
     n, n_items, d = 37, 23, 8
     hidden = torch.randn(n, d, generator=gen)
@@ -107,6 +115,7 @@ def test_chunked_softmax_matches_full_softmax_loss_and_gradients(
 
 def test_chunked_softmax_without_bias_matches_cross_entropy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(losses, "CHUNK_LOGITS", 10)
+    monkeypatch.setattr(losses, "MIN_CHUNK_ROWS", 1)
     hidden, targets, table = _case()
     hidden.requires_grad_()
     loss = full_softmax_ce()(hidden, targets, table)
@@ -131,3 +140,21 @@ def test_item_bias_matches_the_dense_seen_mask() -> None:
             assert torch.equal(dense[b, t], expected)
     cols = torch.tensor([[1, 3], [2, 5]]).repeat_interleave(5, 0)
     assert torch.equal(bias.at(cols), dense.reshape(10, 6).gather(1, cols))
+
+
+def test_auto_trains_the_full_softmax_up_to_its_threshold_and_sampled_softmax_above() -> None:
+    assert resolved_loss("auto", AUTO_FULL_SOFTMAX_ITEMS) == "ce"
+    assert resolved_loss("auto", AUTO_FULL_SOFTMAX_ITEMS + 1) == "sampled_softmax"
+    assert resolved_loss("bce", 10**7) == "bce"  # an explicit choice is kept
+    generator = torch.Generator().manual_seed(0)
+    hidden, table, targets = torch.randn(4, 8), torch.randn(11, 8), torch.tensor([1, 2, 3, 10])
+    full = make_objective("auto", 10, 5, torch.ones(11), generator)(hidden, targets, table, None)
+    torch.testing.assert_close(full, full_softmax_ce()(hidden, targets, table, None))
+
+
+def test_chunks_cover_the_rows_and_never_go_below_the_minimum_rows() -> None:
+    for n_rows, n_items in ((100, 10), (3200, 10_000), (3200, 1_000_000), (5, 10**7)):
+        chunks = losses._chunks(n_rows, n_items)
+        assert [i for c in chunks for i in range(n_rows)[c]] == list(range(n_rows))
+        assert all(len(range(n_rows)[c]) >= min(n_rows - c.start, losses.MIN_CHUNK_ROWS) for c in chunks)
+    assert len(losses._chunks(3200, 1_000_000)) == 3200 // losses.MIN_CHUNK_ROWS

@@ -1,4 +1,5 @@
-"""Training objectives over an item table: full-softmax CE, BCE with sampled negatives, sampled softmax.
+"""Training objectives over an item table: full-softmax CE, BCE with sampled negatives, sampled softmax, and
+the rule `auto` that picks between full and sampled softmax by catalogue size.
 
 Each objective maps (hidden [N, d], targets [N] item ids ≥ 1, item table [n_items + 1, d], and optional
 additive logits extra, an `ItemBias` over the N rows) to a scalar. Row 0 of the table is padding and never a
@@ -17,12 +18,16 @@ from torch.autograd.function import once_differentiable
 from lmrec.errors import ConfigError
 from lmrec.models.base import ItemBias, Objective
 
+AUTO_FULL_SOFTMAX_ITEMS = 30_000  # `loss: auto` trains the full softmax up to this catalogue size (bench/loss_rule.py)
 CHUNK_LOGITS = 1 << 19  # logits (rows x catalogue) per chunk of the full softmax: 2 MB in float32, cache-sized
+MIN_CHUNK_ROWS = 32  # rows per chunk at least, whatever the catalogue: 128 MB of logits at 1M items
 
 
 def _chunks(n_rows: int, n_items: int) -> list[slice]:
-    """Row slices whose logits stay within CHUNK_LOGITS cells, so memory does not grow with rows x items."""
-    step = max(1, CHUNK_LOGITS // max(1, n_items))
+    """Row slices whose logits stay within CHUNK_LOGITS cells, so memory does not grow with rows x items, but
+    of at least MIN_CHUNK_ROWS rows: each chunk reads the whole item table, and with fewer rows that read, not
+    the arithmetic, sets the pace (at 1M items a row-by-row chunking streamed 256 MB per row)."""
+    step = max(MIN_CHUNK_ROWS, CHUNK_LOGITS // max(1, n_items))
     return [slice(start, start + step) for start in range(0, n_rows, step)]
 
 
@@ -132,14 +137,24 @@ def sampled_softmax_logq(popularity: Tensor, negatives: int, generator: torch.Ge
     return objective
 
 
+def resolved_loss(name: str, n_items: int) -> str:
+    """The objective `name` stands for with `n_items` items: `auto` is full-softmax CE up to
+    `AUTO_FULL_SOFTMAX_ITEMS` items, sampled softmax with logQ correction above (docs/benchmarks.md measures
+    both: CE's cost per trained position grows with the catalogue, the sampled one's does not)."""
+    if name != "auto":
+        return name
+    return "ce" if n_items <= AUTO_FULL_SOFTMAX_ITEMS else "sampled_softmax"
+
+
 def make_objective(
     name: str, n_items: int, negatives: int, popularity: Tensor, generator: torch.Generator
 ) -> Objective:
-    """Build the objective named in the training config."""
+    """Build the objective named in the training config (`auto` resolved by `resolved_loss`)."""
+    name = resolved_loss(name, n_items)
     if name == "ce":
         return full_softmax_ce()
     if name == "bce":
         return bce_negatives(n_items, negatives, generator)
     if name == "sampled_softmax":
         return sampled_softmax_logq(popularity, negatives, generator)
-    raise ConfigError(f"unknown loss {name!r}; use ce, bce or sampled_softmax.")
+    raise ConfigError(f"unknown loss {name!r}; use auto, ce, bce or sampled_softmax.")

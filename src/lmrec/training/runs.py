@@ -22,6 +22,7 @@ from lmrec.registry.run import RunDir
 from lmrec.runtime import configure_threads, deferred_interrupts
 from lmrec.text.table import attach_item_text
 from lmrec.training import distributed
+from lmrec.training.losses import resolved_loss
 from lmrec.training.trainer import Trainer, TrainState, ValidationHook, peak_rss_mb, seed_everything
 from lmrec.training.warm import warm_start as warm_weights
 
@@ -260,6 +261,7 @@ def _final_metrics(
         "mask_history": results["test"].mask_history,
         "protocol": results["test"].protocol_info(),
         "seed": config.seed,
+        "loss": resolved_loss(config.train.loss, dataset.n_items),
         "history": state.history,
     }
 

@@ -28,7 +28,7 @@ from lmrec.models.base import Batch, SequentialRecommender, build_model
 from lmrec.registry.run import RunDir
 from lmrec.runtime import configure_threads
 from lmrec.training import distributed
-from lmrec.training.losses import make_objective
+from lmrec.training.losses import make_objective, resolved_loss
 from lmrec.training.training_log import TrainingLog, early_stopping, epoch_limit, time_budget
 from lmrec.training.windows import WindowSet
 
@@ -157,6 +157,10 @@ class Trainer:
 
     def _setup_optimisation(self) -> None:
         cfg = self.config.train
+        if cfg.loss == "auto":
+            log.info(
+                "loss auto: %s for %s items", resolved_loss("auto", self.dataset.n_items), f"{self.dataset.n_items:,}"
+            )
         self.model.objective = make_objective(
             cfg.loss, self.dataset.n_items, cfg.negatives, self._popularity(), self.generator
         )
