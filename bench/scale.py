@@ -26,9 +26,15 @@ Four parts, each measured in pieces that are kept in the results JSON and reused
 Prints a table per part with the growth exponent between consecutive sizes (1 = linear), writes
 bench/results/scale.json and the plot docs/img/scale.svg.
 
-    python bench/scale.py                                   # everything (about 40 minutes on one core)
+    python bench/scale.py                                   # everything (most of an hour on one core)
     python bench/scale.py --parts prepare --sizes 1M,3M     # some parts, some sizes
     python bench/scale.py --parts eval,serve --catalogues 10k,100k --fresh
+    python bench/scale.py --parts train --scales "" --no-protocol-r --throughput-items 100k \
+        --full-catalogue-users 0 --set train.loss=ce --tag=-ce          # a variant, kept as items-100k-ce
+    python bench/scale.py --parts ""                        # only the tables and the plot, from the JSON
+
+The 99,956-item log (`--full-catalogue-users`, 20,000 users, 600 of them trained) validates over 20,000 users
+and 100k items after each epoch: about two minutes each time on this machine.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -125,6 +132,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=20_000,
         help="users of the log that covers a large throughput catalogue (600 of them train; 0: none)",
     )
+    parser.add_argument("--set", action="append", default=[], help="extra `lmrec train --set` for every training")
+    parser.add_argument("--tag", default="", help="suffix of the training pieces' names (e.g. for a --set variant)")
     parser.add_argument("--no-protocol-r", action="store_true", help="skip the ML-100K protocol R training")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per training (the fastest one is reported)")
     parser.add_argument("--catalogues", default="10k,100k,1M", help="items for the eval and serve parts")
@@ -353,6 +362,7 @@ def measure_train(args: argparse.Namespace, name: str, data: Path, user_fraction
                  f"train.threads={os.environ.get('LMREC_THREADS', '1') or 1}"]  # fmt: skip
     if user_fraction < 1:
         overrides.append(f"train.user_fraction={user_fraction}")
+    overrides += args.set
     command = [sys.executable, "-c", EPOCH_WRAPPER, "train", str(data), "--model", "sasrec", "--out", str(run_dir),
                "--overwrite", "--seed", str(args.seed), *(x for o in overrides for x in ("--set", o))]  # fmt: skip
     shape = trained_positions(data, 50, user_fraction, args.seed)
@@ -360,6 +370,7 @@ def measure_train(args: argparse.Namespace, name: str, data: Path, user_fraction
           f"{shape['positions']:,} positions", flush=True)  # fmt: skip
     run = run_child(command, args.work / "train" / f"train-{name}.txt", env={"SCALE_EPOCH_LOG": str(epoch_log)})
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    objective = re.search(r"loss auto: (\w+) for", (args.work / "train" / f"train-{name}.txt").read_text())
     seconds = [row["seconds"] for row in metrics["history"]]
     epoch_s = [b - a for a, b in zip([0.0, *seconds[:-1]], seconds, strict=True)]
     epochs = json.loads(epoch_log.read_text())
@@ -369,6 +380,10 @@ def measure_train(args: argparse.Namespace, name: str, data: Path, user_fraction
     return {
         **shape,
         "user_fraction": user_fraction,
+        "overrides": args.set,
+        "loss": objective.group(1)
+        if objective
+        else next((o[11:] for o in args.set if o.startswith("train.loss=")), None),
         "epochs": len(epoch_s),
         "epoch_s": epoch_s,  # the trainer's epoch seconds, validation included
         "epoch_train_s": train_s,  # the same without the validation
@@ -674,7 +689,7 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     plt.rcParams["svg.hashsalt"] = "lmrec-scale"
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
 
     def panel(ax, xs, series, title, xlabel, ylabel, linear=True):
         for name, ys, style in series:
@@ -705,14 +720,25 @@ def plot(results: dict, path: Path) -> None:
     panel(axes[0][1], [r["positions"] for r in train],
           [("s / epoch", [r["train_epoch_s"] for r in train], "o-")],
           "SASRec epoch, ML-100K shape at 1×, 4×, 16×", "trained positions", "seconds")  # fmt: skip
+    untagged = re.compile(r"ml100k-R|items-\w+(-covered)?")  # not the --tag variants
+    catalogue = sorted((r for n, r in results.get("train", {}).items() if untagged.fullmatch(n)),
+                       key=lambda r: r["items"])  # fmt: skip
+    panel(axes[0][2], [r["items"] for r in catalogue],
+          [("wall µs / position", [r["us_per_position"] for r in catalogue], "o-"),
+           ("CPU µs / position", [cpu_per_position(r) for r in catalogue], "s-")],
+          "SASRec epoch per trained position, by catalogue", "items in the softmax",
+          "µs per trained position")  # fmt: skip
+    axes[1][0].axis("off")
+    axes[1][0].text(0, 0.5, "dotted: linear growth through the first point\n\n"
+                    "bench/scale.py, one thread, shared 2-core machine", fontsize=9, va="center")  # fmt: skip
     evaluation = sorted(results.get("eval", {}).values(), key=lambda r: r["items"])
-    panel(axes[1][0], [r["items"] for r in evaluation],
+    panel(axes[1][1], [r["items"] for r in evaluation],
           [("exact, 64 users per batch", [r["exact_batched_ms_per_user"] for r in evaluation], "o-"),
            ("exact, one user", [r["exact_single_ms"]["p50"] for r in evaluation], "^-"),
            ("FAISS IVF p50", [r["faiss_ms"]["p50"] for r in evaluation], "s-")],
           "full ranking per user", "items", "ms per user")  # fmt: skip
     serve = sorted(results.get("serve", {}).values(), key=lambda r: r["items"])
-    panel(axes[1][1], [r["items"] for r in serve],
+    panel(axes[1][2], [r["items"] for r in serve],
           [("exact p99", [r.get("exact", r["engine"])["p99_ms"] for r in serve], "o-"),
            ("exact p50", [r.get("exact", r["engine"])["p50_ms"] for r in serve], "o--"),
            ("served p99 (FAISS above 100k)", [r["engine"]["p99_ms"] for r in serve], "s-"),
@@ -767,22 +793,25 @@ def main(argv: list[str] | None = None) -> int:
             piece("prepare", key, lambda events=events: measure_prepare(args, events))
     if "train" in args.parts:
         if not args.no_protocol_r:
-            piece("train", "ml100k-R", lambda: measure_train(args, "ml100k-R", prepared_protocol_r(args)))
+            name = f"ml100k-R{args.tag}"
+            piece("train", name, lambda name=name: measure_train(args, name, prepared_protocol_r(args)))
         for scale in args.scales:
-            name = f"x{scale}"
+            name = f"x{scale}{args.tag}"
             shape = {key: value * (scale if key != "items" else 1) for key, value in ML100K.items()}
-            piece("train", name, lambda name=name, shape=shape: measure_train(
-                args, name, prepared_synthetic(args, name, **shape)))  # fmt: skip
+            piece("train", name, lambda name=name, scale=scale, shape=shape: measure_train(
+                args, name, prepared_synthetic(args, f"x{scale}", **shape)))  # fmt: skip
         for n_items in args.throughput_items:
-            name = f"items-{label(n_items)}"
-            piece("train", name, lambda name=name, n=n_items: measure_train(
-                args, name, prepared_synthetic(args, name, 600, n, 99_000)))  # fmt: skip
+            data = f"items-{label(n_items)}"
+            name = data + args.tag
+            piece("train", name, lambda name=name, data=data, n=n_items: measure_train(
+                args, name, prepared_synthetic(args, data, 600, n, 99_000)))  # fmt: skip
             if args.full_catalogue_users and n_items >= COVER_FROM:
                 # 99,000 events cannot hold every item of a large catalogue: a log of more users covers it,
                 # and `train.user_fraction` trains 600 of them, so that the epoch has the same positions
-                name, users = f"items-{label(n_items)}-covered", args.full_catalogue_users
-                piece("train", name, lambda name=name, n=n_items, users=users: measure_train(
-                    args, name, prepared_synthetic(args, name, users, n, users * 165), 600 / users))  # fmt: skip
+                data, users = f"items-{label(n_items)}-covered", args.full_catalogue_users
+                name = data + args.tag
+                piece("train", name, lambda name=name, data=data, n=n_items, users=users: measure_train(
+                    args, name, prepared_synthetic(args, data, users, n, users * 165), 600 / users))  # fmt: skip
     if "eval" in args.parts or "serve" in args.parts:
         import torch
 
