@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from lmrec.atomic import atomic_write, atomic_write_json, read_json_object
+from lmrec.data.registry import sha256_file
 from lmrec.errors import BackendUnsupported, ConfigError, RunError
 from lmrec.inference.recommender import Recommender
 from lmrec.models.base import NEG_INF, SequentialRecommender
@@ -59,7 +60,6 @@ BACKENDS = ("torch", "onnx")
 CHECK_USERS = 64  # dataset histories the export scores with torch and ONNX Runtime before writing
 CHECK_TOLERANCE = 1e-4  # largest score difference allowed, relative to the largest score (at least 1)
 CHECK_TOP = 10
-HASH_CHUNK = 1 << 20
 
 
 # -- export ------------------------------------------------------------------------------------------------
@@ -159,7 +159,7 @@ def export_onnx(
         "format_version": FORMAT_VERSION,
         "model": model.name,
         "run": str(recommender.run.path.resolve()),
-        "run_model_sha256": _file_sha256(recommender.run.model_file),
+        "run_model_sha256": sha256_file(recommender.run.model_file),
         "dataset": {
             "name": info.get("dataset_name"),
             "path": str(recommender.dataset.path),
@@ -320,7 +320,7 @@ class OnnxModel:
                 f"{str(manifest.get('dataset', {}).get('fingerprint'))[:12]}) than the served run {run.path} (data "
                 f"{fingerprint[:12]}); {again}."
             )
-        if manifest.get("run_model_sha256") != _file_sha256(run.model_file):
+        if manifest.get("run_model_sha256") != sha256_file(run.model_file):
             raise RunError(
                 f"the export {folder} was made from another model than {run.model_file} (the run was trained "
                 f"again, or the export belongs to another run); {again}."
@@ -438,11 +438,3 @@ def _installed(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
