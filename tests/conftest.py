@@ -197,3 +197,26 @@ def events(rated):
     from lmrec.data.labels import load_events
 
     return load_events(rated)
+
+
+TINY_RUN = ["train.epochs=2", "model.max_len=20", "model.hidden=16"]  # the serving and export tests' SASRec
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic log (`lmrec data synth`) prepared with the default leave-one-out split."""
+    root = tmp_path_factory.mktemp("synth-data")
+    main(["data", "synth", "--users", "120", "--items", "60", "--events", "3000", "--out", str(root / "log.csv")])
+    main(["data", "prepare", str(root / "log.csv"), "--items", str(root / "log.items.csv"), "--out", str(root / "d")])
+    return root / "d"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SASRec run on `prepared` trained for two epochs (hidden 16, max_len 20), shared by the serving and
+    export tests (read, never changed)."""
+    from lmrec import api
+
+    out = tmp_path_factory.mktemp("tiny-runs") / "sasrec"
+    api.train(prepared, out, model="sasrec", overrides=TINY_RUN)
+    return out

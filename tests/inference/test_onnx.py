@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import lmrec
-from lmrec.cli import main
 from lmrec.errors import BackendUnsupported, ConfigError, RunError
 from lmrec.inference.onnx import ENCODER, ITEMS, MANIFEST, OnnxModel, with_backend
 from lmrec.inference.recommender import Recommender
@@ -19,30 +18,14 @@ from lmrec.registry.run import RunDir
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-TINY = ["train.epochs=2", "model.max_len=20", "model.hidden=16"]  # the serve tests' tiny run
+TINY = ["train.epochs=1", "model.max_len=20", "model.hidden=16"]  # the shared tiny run's settings, one epoch
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("onnx-data")
-    main(["data", "synth", "--users", "120", "--items", "60", "--events", "3000", "--out", str(root / "log.csv")])
-    main(["data", "prepare", str(root / "log.csv"), "--items", str(root / "log.items.csv"), "--out", str(root / "d")])
-    return root / "d"
-
-
-@pytest.fixture(scope="module")
-def sasrec(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny SASRec (with the shipped config's learned seen-item bias)."""
-    out = tmp_path_factory.mktemp("onnx-runs") / "sasrec"
-    lmrec.train(prepared, out, model="sasrec", overrides=TINY)
-    return out
-
-
-@pytest.fixture(scope="module")
-def exports(sasrec: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def exports(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("onnx-exports")
-    lmrec.export(sasrec, root / "float")
-    lmrec.export(sasrec, root / "int8", int8=True)
+    lmrec.export(tiny_run, root / "float")
+    lmrec.export(tiny_run, root / "int8", int8=True)
     return {"float": root / "float", "int8": root / "int8"}
 
 
@@ -67,8 +50,8 @@ def top10(scores: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
     return scores.topk(10, dim=1).indices
 
 
-def test_float_export_scores_as_torch(sasrec: Path, exports: dict[str, Path]) -> None:
-    recommender, model = load(sasrec, exports["float"])
+def test_float_export_scores_as_torch(tiny_run: Path, exports: dict[str, Path]) -> None:
+    recommender, model = load(tiny_run, exports["float"])
     history = windows(recommender)
     with torch.inference_mode():
         expected = recommender.model.score_all(history, (history > 0).sum(1))
@@ -94,9 +77,9 @@ def test_float_export_scores_as_torch(sasrec: Path, exports: dict[str, Path]) ->
         model.explain(short, None, torch.ones(5, 3, dtype=torch.long))
 
 
-def test_int8_keeps_the_top_10(sasrec: Path, exports: dict[str, Path]) -> None:
-    recommender, floating = load(sasrec, exports["float"])
-    _, quantised = load(sasrec, exports["int8"])
+def test_int8_keeps_the_top_10(tiny_run: Path, exports: dict[str, Path]) -> None:
+    recommender, floating = load(tiny_run, exports["float"])
+    _, quantised = load(tiny_run, exports["int8"])
     history = windows(recommender)
     ours, theirs = top10(quantised.score_all(history, None), history), top10(floating.score_all(history, None), history)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ours.tolist(), theirs.tolist(), strict=True)])
@@ -107,9 +90,9 @@ def test_int8_keeps_the_top_10(sasrec: Path, exports: dict[str, Path]) -> None:
     assert np.load(exports["int8"] / ITEMS, allow_pickle=False).dtype == np.float32
 
 
-def test_a_tampered_file_is_refused(sasrec: Path, exports: dict[str, Path], tmp_path: Path) -> None:
-    run = RunDir(sasrec)
-    fingerprint = Recommender.load(sasrec).dataset.fingerprint
+def test_a_tampered_file_is_refused(tiny_run: Path, exports: dict[str, Path], tmp_path: Path) -> None:
+    run = RunDir(tiny_run)
+    fingerprint = Recommender.load(tiny_run).dataset.fingerprint
     for name in (ITEMS, ENCODER):
         folder = tmp_path / name
         folder.mkdir()
@@ -126,9 +109,9 @@ def test_a_tampered_file_is_refused(sasrec: Path, exports: dict[str, Path], tmp_
         OnnxModel.load(tmp_path / "nothing", run, fingerprint)
 
 
-def test_an_export_of_another_model_is_refused(prepared: Path, sasrec: Path, exports, tmp_path: Path) -> None:
+def test_an_export_of_another_model_is_refused(prepared: Path, tiny_run: Path, exports, tmp_path: Path) -> None:
     other = tmp_path / "other"
-    lmrec.train(prepared, other, model="sasrec", overrides=[*TINY, "train.epochs=1"])
+    lmrec.train(prepared, other, model="sasrec", overrides=TINY)
     with pytest.raises(RunError, match="made from another model"):
         with_backend(Recommender.load(other), "onnx", exports["float"])
     with pytest.raises(ConfigError, match="unknown serving backend"):

@@ -10,32 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from serve_helpers import KEY, TINY, ServerProcess
+from serve_helpers import KEY, ServerProcess
 from transformers import BertConfig, BertModel, BertTokenizer
 
-import lmrec
-from lmrec.cli import main
 from lmrec.models.classifier import make_config
 from lmrec.serve.app import create_app
 from lmrec.serve.service import ServiceConfig
 from lmrec.training.classifier import train_run
-
-
-@pytest.fixture(scope="session")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic log (`lmrec data synth`) prepared with the default leave-one-out split."""
-    root = tmp_path_factory.mktemp("serve-data")
-    main(["data", "synth", "--users", "120", "--items", "60", "--events", "3000", "--out", str(root / "log.csv")])
-    main(["data", "prepare", str(root / "log.csv"), "--items", str(root / "log.items.csv"), "--out", str(root / "d")])
-    return root / "d"
-
-
-@pytest.fixture(scope="session")
-def tiny_run(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A SASRec run trained for two epochs (hidden 16, max_len 20)."""
-    out = tmp_path_factory.mktemp("serve-runs") / "sasrec"
-    lmrec.train(prepared, out, model="sasrec", overrides=TINY)
-    return out
 
 
 @pytest.fixture(scope="session")
