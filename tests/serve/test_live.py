@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from serve_helpers import AUTH
 
-from lmrec.serve.live import MEMO_KEYS, LiveHistories, UserEvents
+from lmrec.serve.live import MEMO_KEYS, MEMO_MAX_K, LiveHistories, UserEvents
 from lmrec.serve.schemas import CleanEvent
 from lmrec.serve.store import Appended, EventStore, StoredEvent
 
@@ -119,3 +119,14 @@ def test_repeated_requests_are_answered_from_the_memo_until_an_event_arrives(cli
     after = client.get(url, params=params, headers=AUTH).json()
     assert after["history_length"] == first["history_length"] + 1 and after["items"] != first["items"]
     assert replies.labels("computed")._value.get() == 3
+
+
+def test_long_lists_are_computed_every_time(client: TestClient) -> None:
+    service = client.app.state.service
+    user = next(iter(service.engine.dataset.user_index))
+    replies = [
+        client.get(f"/v1/users/{user}/recommendations", params={"k": MEMO_MAX_K + 1}, headers=AUTH) for _ in "ab"
+    ]
+    assert replies[0].json() == replies[1].json() and len(replies[0].json()["items"]) > 10
+    assert service.metrics.replies.labels("computed")._value.get() == 2
+    assert service.metrics.replies.labels("cached")._value.get() == 0

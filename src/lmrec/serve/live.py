@@ -23,7 +23,8 @@ from lmrec.serve.store import EventStore, StoredEvent
 
 DEFAULT_CAPACITY = 100_000
 MAX_EVENTS_PER_USER = 10_000
-MEMO_KEYS = 8  # distinct requests (k, options) remembered per user
+MEMO_KEYS = 4  # distinct requests (k, options) remembered per user
+MEMO_MAX_K = 100  # longer lists are not remembered, so a cached user's memos stay a few kB of JSON
 
 
 def _key(event: StoredEvent) -> tuple[float, int]:

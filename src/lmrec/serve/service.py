@@ -14,7 +14,6 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,13 +23,13 @@ from lmrec.data.dataset import PreparedDataset
 from lmrec.errors import DataError, LmrecError, RunError
 from lmrec.inference.onnx import with_backend
 from lmrec.inference.recommender import Recommender
-from lmrec.registry.feedback import feedback_dir
+from lmrec.registry.feedback import TRACKED, feedback_dir
 from lmrec.registry.run import RunDir
 from lmrec.registry.versions import ModelRegistry
 from lmrec.serve import schemas as s
 from lmrec.serve.engine import Engine, Ranked, Unsupported
 from lmrec.serve.feedback import FLUSH_INTERVAL, Feedback
-from lmrec.serve.live import DEFAULT_CAPACITY, LiveHistories
+from lmrec.serve.live import DEFAULT_CAPACITY, MEMO_MAX_K, LiveHistories
 from lmrec.serve.metrics import Metrics
 from lmrec.serve.retrieval import EXACT_LIMIT
 from lmrec.serve.store import EventStore, StoredEvent, StoredItem
@@ -94,15 +93,13 @@ class BatchRejected(LmrecError):
 
 
 class Answer:
-    """A recommendation reply and its JSON encoding, made once however often the reply is served."""
+    """A recommendation reply as the JSON an HTTP response carries, encoded once however often it is served,
+    and what online feedback tracks of it (the reply with its first `TRACKED` items only), so that a
+    remembered answer holds little beyond its JSON."""
 
     def __init__(self, reply: s.Recommendations) -> None:
-        self.reply = reply
-
-    @cached_property
-    def body(self) -> bytes:
-        """The reply as the JSON an HTTP response carries."""
-        return self.reply.model_dump_json().encode()
+        self.body = reply.model_dump_json().encode()
+        self.tracked = reply.model_copy(update={"items": reply.items[:TRACKED]})
 
 
 @dataclass
@@ -370,11 +367,15 @@ class Service:
                 engine, user_id, live.items, live.unknown, k, exclude_seen, explain, exclude, candidates
             ))  # fmt: skip
 
-        self.metrics.replies.labels("cached" if entry.remembers(engine, request) else "computed").inc()
-        answered = entry.remembered(engine, request, answer)
-        if answered.reply.fallback is not None:
+        if k > MEMO_MAX_K:  # long lists (re-ranking pipelines) are computed each time: memos stay small
+            answered = answer(entry.events)
+            self.metrics.replies.labels("computed").inc()
+        else:
+            self.metrics.replies.labels("cached" if entry.remembers(engine, request) else "computed").inc()
+            answered = entry.remembered(engine, request, answer)
+        if answered.tracked.fallback is not None:
             self.metrics.fallbacks.inc()
-        self.feedback.served(answered.reply, engine.n_items)
+        self.feedback.served(answered.tracked, engine.n_items)
         return answered
 
     def recommend_session(self, request: s.SessionRequest) -> s.Recommendations:
