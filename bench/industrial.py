@@ -51,7 +51,15 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         ],
     ),
 }
-ID_ONLY = ("pop", "sasrec", "gru4rec", "lmrec-notext", "itemknn")
+# lmrec blended with item-kNN votes (model.neighbourhood_weight): variant -> (its lmrec variant, the itemknn
+# variant whose votes, tuned on validation, it adds). The blend weight is chosen on validation too.
+BLENDS: dict[str, tuple[str, str]] = {
+    "lmrec-minilm-knn": ("lmrec-minilm", "itemknn-minilm"),
+    "lmrec-smollm2-knn": ("lmrec-smollm2", "itemknn-smollm2"),
+    "lmrec-notext-knn": ("lmrec-notext", "itemknn"),
+}
+VARIANTS.update({name: VARIANTS[neural] for name, (neural, _) in BLENDS.items()})
+ID_ONLY = ("pop", "sasrec", "gru4rec", "lmrec-notext", "itemknn", "lmrec-notext-knn")
 # itemknn's weights are settings: chosen by coordinate ascent on validation NDCG@10 over this grid.
 KNN_GRID: dict[str, list] = {
     "recent": [1, 2, 3, 4, 5, 7, 10],
@@ -74,6 +82,18 @@ PUBLISHED = {  # ../shared/data/amazon-industrial/SOURCE.md: MiniOneRec's main-r
     "S-DPO": (0.1238, 0.0991, 0.1524, 0.1082),
     "MiniOneRec": (0.1321, 0.1084, 0.1586, 0.1167),
 }
+# lmrec's neighbourhood_weight: chosen on the validation NDCG@10 of the trained lmrec-minilm seeds.
+BLEND_GRID = [0.5, 1, 2, 3, 5, 7, 10, 15, 20, 30]
+# Further paired comparisons (first, second): the encoders under equal settings, and what each part of a blend adds.
+COMPARED = [
+    ("lmrec-minilm", "lmrec-smollm2"),
+    ("itemknn-minilm", "itemknn-smollm2"),
+    ("lmrec-minilm-knn", "lmrec-smollm2-knn"),
+    ("lmrec-notext-knn", "lmrec-minilm-knn"),
+    ("lmrec-notext-knn", "lmrec-smollm2-knn"),
+    ("itemknn-minilm", "lmrec-minilm-knn"),
+    ("lmrec-minilm", "lmrec-minilm-knn"),
+]
 TAIL_COUNT = 5  # a long-tail target occurs fewer than this many times as a training target
 
 
@@ -120,14 +140,65 @@ def tune_knn(variant: str, data: Path, work: Path) -> list[str]:
     return overrides
 
 
+def tune_blend(variant: str, data: Path, work: Path, seeds: int, max_seconds: int) -> list[str]:
+    """A blend's settings: its itemknn variant's votes (tuned on validation) and the neighbourhood_weight with
+    the best median validation NDCG@10 over its lmrec variant's seeds, whose Transformers are what the blend
+    trains too (the votes never enter the loss); kept in WORK/tune-VARIANT.json."""
+    saved = work / f"tune-{variant}.json"
+    if saved.is_file():
+        return json.loads(saved.read_text())["overrides"]
+    import torch
+
+    from lmrec.config import parse_overrides
+    from lmrec.models.base import build_model
+    from lmrec.models.itemknn import VoteConfig
+
+    neural_variant, knn = BLENDS[variant]
+    knn_settings = [*VARIANTS[knn][1], *tune_knn(knn, data, work)]
+    votes = [
+        o.replace("model.", "model.neighbourhood.", 1)
+        for o in knn_settings
+        if o.split("=")[0].removeprefix("model.") in VoteConfig.model_fields
+    ]
+    dataset = PreparedDataset.load(data)
+    sequences = [torch.from_numpy(dataset.train_sequence(u)) for u in range(dataset.n_users)]
+    evaluator = Evaluator(dataset, "valid")
+    values: dict[float, list[float]] = {weight: [] for weight in BLEND_GRID}
+    for run in train_seeds(neural_variant, data, seeds, work, max_seconds, []):
+        neural = api.Recommender.load(run, data).model
+        params = {**neural.config.model_dump(), **parse_overrides(votes)["model"], "neighbourhood_weight": 1.0}
+        model = build_model("lmrec", dataset.n_items, params)
+        model.load_state_dict(neural.state_dict(), strict=False)
+        model.fit_statistics(sequences)
+        if model.uses_item_text:
+            model.set_item_text(neural.text_emb)
+        for weight in BLEND_GRID:
+            model.cfg.neighbourhood_weight = weight
+            values[weight].append(evaluator(model.eval()).metrics["ndcg@10"])
+    best = max(BLEND_GRID, key=lambda weight: statistics.median(values[weight]))
+    overrides = [*votes, f"model.neighbourhood_weight={best}"]
+    saved.write_text(json.dumps({"overrides": overrides, "valid_ndcg@10": values}, indent=2) + "\n")
+    return overrides
+
+
+def variant_overrides(
+    variant: str, data: Path, work: Path, seeds: int, max_seconds: int, extra: list[str]
+) -> list[str]:
+    """The settings of `variant`'s runs: its own, those tuned on validation, the budget and `extra`."""
+    overrides = VARIANTS[variant][1]
+    if VARIANTS[variant][0] == "itemknn":
+        overrides = [*overrides, *tune_knn(variant, data, work)]
+    if variant in BLENDS:
+        overrides = [*overrides, *tune_blend(variant, data, work, seeds, max_seconds)]
+    return [*overrides, f"train.max_seconds={max_seconds}", *extra]
+
+
 def train_seeds(variant: str, data: Path, seeds: int, work: Path, max_seconds: int, extra: list[str]) -> list[Path]:
     """Train one run per seed (a finished run is reused, an interrupted one resumed)."""
-    model, overrides = VARIANTS[variant]
-    if model == "itemknn":
-        overrides = [*overrides, *tune_knn(variant, data, work)]
-    overrides = [*overrides, f"train.max_seconds={max_seconds}", *extra]
+    overrides = variant_overrides(variant, data, work, seeds, max_seconds, extra)
     return [
-        train_or_resume(data, work / f"industrial-{variant}-s{seed}", model, overrides, seed) for seed in range(seeds)
+        train_or_resume(data, work / f"industrial-{variant}-s{seed}", VARIANTS[variant][0], overrides, seed)
+        for seed in range(seeds)
     ]
 
 
@@ -295,10 +366,9 @@ def main() -> None:
     for name in text:
         for base in {best_id, "sasrec", "lmrec-notext"} & set(variants) - {None}:
             comparisons[f"{name} - {base}"] = paired(runs[base], runs[name], masks)
-    for family in ("lmrec", "itemknn"):
-        if {f"{family}-smollm2", f"{family}-minilm"} <= set(variants):
-            minilm, smollm2 = runs[f"{family}-minilm"], runs[f"{family}-smollm2"]
-            comparisons[f"{family}-smollm2 - {family}-minilm"] = paired(minilm, smollm2, masks)
+    for first, second in COMPARED:
+        if {first, second} <= set(variants):
+            comparisons[f"{second} - {first}"] = paired(runs[first], runs[second], masks)
     report = {
         "dataset": {"users": dataset.n_users, "items": dataset.n_items, "test_examples": len(first)},
         "protocol": first.protocol_info(),

@@ -101,3 +101,82 @@ def test_settings_that_leave_an_item_unknown_are_refused() -> None:
 
     with pytest.raises(ConfigError, match="use_id and use_text cannot both be false"):
         build_model("lmrec", N_ITEMS, {"use_id": False, "use_text": False})
+
+
+VOTES = {"recent": 2, "decay": 0.5, "window": 2, "text_weight": 1.5, "history_weight": -1.0, "popularity_weight": 0.1}
+SEQUENCES = [torch.arange(1, 21), torch.tensor([3, 7, 9, 11, 3, 5]), torch.tensor([2, 4, 6, 8])]
+
+
+def _blended(weight: float = 2.0):
+    model, text = _model(neighbourhood_weight=weight, neighbourhood=VOTES)
+    model.fit_statistics(SEQUENCES)
+    return model.eval(), text
+
+
+def test_neighbourhood_adds_weighted_itemknn_votes_to_the_transformers_log_probabilities() -> None:
+    blended, text = _blended(weight=2.0)
+    alone = build_model("lmrec", N_ITEMS, blended.config.model_dump() | {"neighbourhood_weight": 0.0})
+    alone.load_state_dict({k: v for k, v in blended.state_dict().items() if not k.startswith("neighbourhood.")})
+    knn = build_model("itemknn", N_ITEMS, {**VOTES, "max_len": 10})
+    knn.fit_statistics(SEQUENCES)
+    knn.set_item_text(text)
+    history, lengths = torch.tensor([[0, 3, 7, 9], [1, 2, 3, 4]]), torch.tensor([3, 4])
+    with torch.no_grad():
+        expected = alone.eval().score_all(history, lengths).log_softmax(-1) + 2.0 * knn.score_all(history, lengths)
+        scores = blended.score_all(history, lengths)
+    assert torch.allclose(scores[:, 1:], expected[:, 1:], atol=1e-5)
+    assert (scores[:, 0] == float("-inf")).all() and torch.isfinite(scores[:, 1:]).all()
+    assert not blended.scores_by_table and alone.scores_by_table
+
+
+def test_neighbourhood_explanations_are_the_blended_scores_occlusion() -> None:
+    blended, _ = _blended()
+    history, lengths, items = torch.tensor([[0, 3, 7, 9]]), torch.tensor([3]), torch.tensor([[11, 5]])
+    with torch.no_grad():
+        weights = blended.explain(history, lengths, items)
+        full = blended.score_all(history, lengths)[0, items[0]]
+        for slot, shorter in ((1, [0, 0, 7, 9]), (2, [0, 0, 3, 9]), (3, [0, 0, 3, 7])):
+            dropped = blended.score_all(torch.tensor([shorter]), torch.tensor([2]))[0, items[0]]
+            assert torch.allclose(weights[0, :, slot], full - dropped, atol=1e-5)
+    assert (weights[0, :, 0] == 0).all()
+
+
+def test_neighbourhood_counts_survive_a_checkpoint_and_never_transfer() -> None:
+    blended, _ = _blended()
+    fresh = build_model("lmrec", N_ITEMS, blended.config.model_dump())
+    fresh.load_state_dict(blended.state_dict())  # buffers sized from the checkpoint
+    history, lengths = torch.tensor([[0, 3, 7, 9]]), torch.tensor([3])
+    assert torch.equal(fresh.eval().score_all(history, lengths), blended.score_all(history, lengths))
+    assert {f"neighbourhood.{k}" for k in ("row_ptr", "cols", "counts")} <= set(blended.catalogue_keys())
+    assert not blended.inductive  # counts of one catalogue: a zero-shot catalogue switch is refused
+    import pytest
+
+    with pytest.raises(ValueError, match="neighbourhood_weight=0"):
+        blended.switch_catalogue(torch.zeros(5, TEXT_DIM))
+
+
+def test_new_items_score_by_their_text_through_both_parts() -> None:
+    blended, text = _blended()
+    grown = blended.with_items(N_ITEMS + 2, [N_ITEMS + 1, N_ITEMS + 2], torch.stack([text[9], -text[9]]))
+    history = torch.tensor([[0, 3, 7, 9]])
+    with torch.no_grad():
+        votes = grown.neighbourhood.score_all(history, torch.tensor([3]))[0]
+        scores = grown.score_all(history, torch.tensor([3]))[0]
+    assert scores.shape == (N_ITEMS + 3,) and torch.isfinite(scores[1:]).all()
+    # No counts yet: the last item's twin and its opposite differ by twice their text votes, from item 9
+    # (cosine ±1) and, at half weight, item 7.
+    twin = 1.5 * (1.0 + 0.5 * torch.dot(text[7], text[9]))
+    assert torch.isclose(votes[N_ITEMS + 1] - votes[N_ITEMS + 2], 2 * twin, atol=1e-4)
+    assert scores[N_ITEMS + 1] > scores[N_ITEMS + 2]
+    assert blended.n_items == N_ITEMS  # the served model is left as it was
+
+
+def test_neighbourhood_text_votes_need_the_models_text() -> None:
+    import pytest
+
+    from lmrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs use_text=true"):
+        build_model("lmrec", N_ITEMS, {"use_text": False, "neighbourhood_weight": 1, "neighbourhood": VOTES})
+    with pytest.raises(ConfigError, match="neighbourhood"):
+        build_model("lmrec", N_ITEMS, {"neighbourhood_weight": 1, "neighbourhood": {"recnet": 2}})

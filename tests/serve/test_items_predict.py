@@ -142,3 +142,28 @@ def test_an_itemknn_run_with_text_serves_explained_recommendations_and_refuses_n
     assert len(items) == 5 and all(item["because"] for item in items)
     added = client.post("/v1/items", json={"items": [{"item_id": "new", "text": "a new product"}]}, headers=AUTH)
     assert added.status_code in (409, 422) and "itemknn" in added.text
+
+
+def test_an_lmrec_run_with_a_neighbourhood_serves_explains_and_takes_new_items(
+    prepared: Path, tmp_path: Path, make_client: Callable[..., TestClient]
+) -> None:
+    from lmrec.errors import ConfigError
+
+    run = tmp_path / "blend"
+    votes = ["model.neighbourhood_weight=3", "model.neighbourhood.text_weight=1.0", "model.neighbourhood.recent=2"]
+    lmrec.train(prepared, run, model="lmrec", overrides=[*TINY, "model.experts=2", *votes])
+    client = make_client(source=run)
+    engine = client.app.state.service.engine
+    assert engine.index is None and not engine.dot_product  # the votes are outside the item table
+    user = str(engine.dataset.user_ids[0])
+    reply = client.get(f"/v1/users/{user}/recommendations", params={"k": 5, "explain": "true"}, headers=AUTH)
+    assert reply.status_code == 200, reply.text
+    served = [item["item_id"] for item in reply.json()["items"]]
+    expected = lmrec.Recommender.load(run).recommend(user, k=5)
+    assert served == [item.item_id for item in expected] and all(i["because"] for i in reply.json()["items"])
+    added = client.post("/v1/items", json={"items": [{"item_id": "new", "text": "a new product"}]}, headers=AUTH)
+    assert added.status_code == 200, added.text
+    ranked = client.get(f"/v1/users/{user}/recommendations", params={"candidates": "new", "k": 1}, headers=AUTH)
+    assert [i["item_id"] for i in ranked.json()["items"]] == ["new"]
+    with pytest.raises(ConfigError, match="neighbourhood_weight"):
+        lmrec.export(run, out=tmp_path / "onnx")

@@ -92,8 +92,13 @@ def query_module(model: SequentialRecommender) -> nn.Module:
     """The module from a window of item ids to the vector the item table scores; refuses other models."""
     if model.name == "bert4rec":
         return _MaskSlot(model)
-    if type(model).hidden is not SequentialRecommender.hidden:
+    if model.scores_by_table:
         return _LastState(model)
+    if getattr(model, "neighbourhood", None) is not None:
+        raise ConfigError(
+            f"model {model.name} adds item-kNN votes (model.neighbourhood_weight > 0) to its table's scores, which "
+            "an ONNX export of the table cannot hold; serve it with the torch backend (lmrec serve RUN)."
+        )
     raise ConfigError(
         f"model {model.name} does not score a history as a sequence encoder's last state · an item table "
         "(sasrec, gru4rec, bert4rec and lmrec do), so it has nothing to export to ONNX; serve it with the torch "
@@ -283,6 +288,7 @@ class OnnxModel:
     backend = "onnx"
     uses_item_text = False  # new items cannot be added to an exported table
     explain_method = "none"
+    scores_by_table = True  # the export is the encoder and the table
 
     def __init__(
         self,

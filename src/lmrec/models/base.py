@@ -156,6 +156,12 @@ class SequentialRecommender(nn.Module):
         """The item table `[n_items + 1, d]` that hidden states are scored against."""
         raise TypeError(f"{type(self).__name__} has no output item table")
 
+    @property
+    def scores_by_table(self) -> bool:
+        """Whether `score_all` is the last hidden state · `output_embeddings()` (plus the seen bias): what an
+        inner-product index and an ONNX export of the table rely on."""
+        return type(self).hidden is not SequentialRecommender.hidden
+
     def loss(self, batch: Batch) -> Tensor:
         """Next-item loss over every fresh target of the batch, using the injected objective."""
         if self.objective is None:

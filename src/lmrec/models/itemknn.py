@@ -11,11 +11,12 @@ sequences and the weights are settings, chosen on validation.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from lmrec.models.base import ModelConfig, SequentialRecommender, register
@@ -24,8 +25,10 @@ from lmrec.text.pooling import DEFAULT_POOLING, DEFAULT_PROMPT, Pooling
 _SIZED = ("row_ptr", "cols", "transitions", "cooccurrences", "item_text")  # buffers sized by the data
 
 
-class ItemKNNConfig(ModelConfig):
+class VoteConfig(BaseModel):
     """Weights of the neighbourhood votes (all settings; nothing here is learned)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     recent: int = Field(3, ge=1, description="how many of the most recent history items vote")
     decay: float = Field(0.3, gt=0, le=1, description="weight of a vote from the item `age` steps back: decay**age")
@@ -42,6 +45,11 @@ class ItemKNNConfig(ModelConfig):
     history_weight: float = Field(
         0.0, description="added to items already in the history: negative where people rarely buy twice"
     )
+
+
+class ItemKNNConfig(ModelConfig, VoteConfig):
+    """The votes' weights and the text encoder that the text votes read."""
+
     encoder: str | None = Field(None, description="text encoder (as lmrec's model.encoder); default all-MiniLM-L6-v2")
     text_max_length: int = Field(64, ge=8, description="token limit per item text")
     text_pooling: Pooling = Field(DEFAULT_POOLING, description="token states → item vector (as lmrec's)")
@@ -77,6 +85,24 @@ class ItemKNN(SequentialRecommender):
             vectors[1:] = whiten(vectors[1:])
         vectors[0] = 0
         self.item_text = F.normalize(vectors, dim=-1)
+
+    def with_items(self, n_items: int, rows: list[int], vectors: Tensor) -> ItemKNN:
+        """A copy grown to `n_items` items, `vectors` the text of `rows`: the new items have no counts yet,
+        so only their text votes for them."""
+        if self.cfg.text_whiten and self.uses_item_text:
+            raise ValueError(
+                "itemknn with text_whiten=true cannot take new items: the whitening is fitted to the trained "
+                "catalogue's text; retrain with the new items instead."
+            )
+        grown = copy.deepcopy(self)
+        extra = n_items - self.n_items
+        grown.counts = F.pad(self.counts, (0, extra))
+        grown.row_ptr = torch.cat([self.row_ptr, self.row_ptr[-1:].expand(extra)])
+        grown.item_text = F.pad(self.item_text, (0, 0, 0, extra))
+        if self.uses_item_text:
+            grown.item_text[torch.as_tensor(rows)] = F.normalize(vectors.float(), dim=-1)
+        grown.n_items = n_items
+        return grown
 
     def fit_statistics(self, sequences: list[Tensor]) -> None:
         """Count transitions and co-occurrences of the training sequences into a sparse neighbour table."""

@@ -5,10 +5,17 @@ adapter — parametric whitening followed by a mixture of experts, as in UniSRec
 maps it into the sequence model's space, optionally plus a learned ID embedding. The output layer scores
 items by the same text-derived table, so an item nobody has touched yet still gets a meaningful score,
 and a model trained without IDs (`use_id: false`, the inductive mode) transfers to a new catalogue.
+
+With `neighbourhood_weight > 0` the Transformer's log-probabilities are blended with the votes of an
+item-kNN over the same item text and the training sequences' transition counts (`models/itemknn.py`): a
+late fusion whose weight is a setting, chosen on validation. The votes never enter the loss, so the
+Transformer learns what it learns alone; they carry the short-history, text-neighbour signal that a
+neighbourhood model reads best on sparse purchase logs (docs/benchmarks.md, Amazon Industrial).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,7 +23,8 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from lmrec.models.base import Batch, register
+from lmrec.models.base import Batch, SequentialRecommender, register
+from lmrec.models.itemknn import ItemKNN, ItemKNNConfig, VoteConfig
 from lmrec.models.sasrec import SASRec, SASRecConfig
 from lmrec.text.pooling import DEFAULT_POOLING, DEFAULT_PROMPT, Pooling
 
@@ -45,11 +53,22 @@ class LMRecConfig(SASRecConfig):
         description="token states → item vector: the masked mean, a decoder's last token, or a prompt's last token",
     )
     text_prompt: str = Field(DEFAULT_PROMPT, description="the prompt of text_pooling=prompt; {text} is the item text")
+    neighbourhood_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of the item-kNN votes (model.neighbourhood) added to the Transformer's "
+        "log-probabilities when scoring; 0 scores by the Transformer alone",
+    )
+    neighbourhood: VoteConfig = Field(
+        default_factory=VoteConfig, description="the item-kNN votes' settings (as itemknn's), over lmrec's item text"
+    )
 
     @model_validator(mode="after")
     def _reads_something(self) -> LMRecConfig:
         if not (self.use_id or self.use_text):
             raise ValueError("use_id and use_text cannot both be false: the model would know nothing of an item")
+        if self.neighbourhood_weight > 0 and self.neighbourhood.text_weight > 0 and not self.use_text:
+            raise ValueError("neighbourhood.text_weight > 0 reads item text: it needs use_text=true")
         return self
 
 
@@ -90,6 +109,10 @@ class LMRec(SASRec):
         self.text_norm = nn.LayerNorm(config.hidden)
         self._table: Tensor | None = None
         self.uses_item_text = config.use_text
+        self.neighbourhood: ItemKNN | None = None
+        if config.neighbourhood_weight > 0:
+            votes = ItemKNNConfig(**config.neighbourhood.model_dump(), max_len=config.max_len)
+            self.neighbourhood = ItemKNN(n_items, votes)
         if not config.use_id:
             self.item_emb.weight.requires_grad_(False)
             nn.init.zeros_(self.item_emb.weight)
@@ -101,11 +124,33 @@ class LMRec(SASRec):
                 f"item text embeddings must be {tuple(self.text_emb.shape)}, got {tuple(embeddings.shape)}"
             )
         self.text_emb.copy_(embeddings)
+        if self.neighbourhood is not None and self.neighbourhood.uses_item_text:
+            self.neighbourhood.set_item_text(embeddings)
+
+    def with_items(self, n_items: int, rows: list[int], vectors: Tensor) -> LMRec:
+        """A copy grown to `n_items` items (in eval mode), `vectors` the text embeddings of `rows`: new items
+        have no ID embedding and no neighbour counts, so they score by their text."""
+        grown = copy.deepcopy(self)
+        extra = n_items - self.n_items
+        text = torch.cat([self.text_emb, self.text_emb.new_zeros(extra, self.text_emb.shape[1])])
+        text[torch.as_tensor(rows)] = vectors.to(text.dtype)
+        grown.text_emb = text
+        grown.has_id = torch.cat([self.has_id, self.has_id.new_zeros(extra)])
+        old = self.item_emb.weight.detach()
+        grown.item_emb = nn.Embedding(n_items + 1, old.shape[1], padding_idx=0).requires_grad_(False)
+        with torch.no_grad():
+            grown.item_emb.weight.copy_(torch.cat([old, old.new_zeros(extra, old.shape[1])]))
+        if self.neighbourhood is not None:
+            grown.neighbourhood = self.neighbourhood.with_items(n_items, rows, vectors)
+        grown.n_items = n_items
+        return grown.eval()
 
     def switch_catalogue(self, embeddings: Tensor) -> None:
         """Serve another catalogue (of any size) from its text alone: only for models without ID embeddings."""
-        if self.cfg.use_id:
-            raise ValueError("only an inductive lmrec model (model.use_id=false) can switch catalogues")
+        if not self.inductive:
+            raise ValueError(
+                "only an inductive lmrec model (model.use_id=false, model.neighbourhood_weight=0) can switch catalogues"
+            )
         self.n_items = embeddings.shape[0] - 1
         self.text_emb = embeddings.to(self.text_emb)
         self.has_id = torch.zeros(self.n_items + 1, dtype=torch.bool, device=self.text_emb.device)
@@ -118,16 +163,26 @@ class LMRec(SASRec):
         for seq in sequences:
             self.has_id[seq] = True
         self.has_id[0] = False
+        if self.neighbourhood is not None:
+            self.neighbourhood.fit_statistics(sequences)
 
     @staticmethod
     def catalogue_keys() -> tuple[str, ...]:
-        """State-dict entries that belong to one catalogue and never transfer to another."""
-        return ("text_emb", "has_id", "item_emb.weight")
+        """State-dict entries that belong to one catalogue and never transfer to another (the neighbour
+        counts are taken afresh from each training set)."""
+        counts = ("row_ptr", "cols", "transitions", "cooccurrences", "counts", "item_text")
+        return ("text_emb", "has_id", "item_emb.weight", *(f"neighbourhood.{name}" for name in counts))
 
     @property
     def inductive(self) -> bool:
-        """Without ID embeddings the model reads items from their text alone: any catalogue will do."""
-        return not self.cfg.use_id
+        """Without ID embeddings or neighbour counts the model reads items from their text alone: any
+        catalogue will do."""
+        return not self.cfg.use_id and self.neighbourhood is None
+
+    @property
+    def scores_by_table(self) -> bool:
+        """Neighbour votes are added to the table's scores, which an inner-product index cannot hold."""
+        return self.neighbourhood is None
 
     def item_table(self) -> Tensor:
         """Representation of every item: `[n_items + 1, hidden]`, row 0 zero.
@@ -161,17 +216,28 @@ class LMRec(SASRec):
             return super().loss(batch)
 
     def score_all(self, history: Tensor, lengths: Tensor) -> Tensor:
-        """Full-ranking scores, with the item table computed once."""
+        """Full-ranking scores, with the item table computed once: the Transformer's logits, or with a
+        neighbourhood its log-probabilities plus the weighted neighbour votes."""
         with self._shared_table():
-            return super().score_all(history, lengths)
+            scores = super().score_all(history, lengths)
+        if self.neighbourhood is None:
+            return scores
+        votes = self.neighbourhood.score_all(history, lengths)
+        return self.mask_padding(scores.log_softmax(-1) + self.cfg.neighbourhood_weight * votes)
 
     def explain(self, history: Tensor, lengths: Tensor, items: Tensor) -> Tensor:
-        """SASRec's occlusion per item, with the item table computed once."""
+        """Occlusion per item, with the item table computed once: SASRec's exact fixed-shape path, or with a
+        neighbourhood the generic one (every single-event removal rescored through both parts)."""
         with self._shared_table():
+            if self.neighbourhood is not None:
+                return SequentialRecommender.explain(self, history, lengths, items)
             return super().explain(history, lengths, items)
 
     @contextmanager
     def _shared_table(self) -> Iterator[None]:
+        if self._table is not None:  # already inside a shared-table call
+            yield
+            return
         self._table = self.item_table()
         try:
             yield

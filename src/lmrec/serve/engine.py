@@ -15,7 +15,7 @@ from functools import cached_property
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from lmrec.errors import LmrecError
 from lmrec.inference.recommender import PastEvent, Recommender, strongest_events
@@ -69,7 +69,7 @@ class Engine:
         if hasattr(model, "item_table"):
             _freeze_item_table(model)
         self.model = model
-        self.dot_product = type(model).hidden is not SequentialRecommender.hidden
+        self.dot_product = model.scores_by_table
         self.exact_limit = exact_limit
         self.index = None
         if self.dot_product and self.n_items > exact_limit:
@@ -271,26 +271,10 @@ class Engine:
             elif self.item_index[item.item_id] > self.dataset.n_items:
                 self._added_titles[self.item_index[item.item_id]] = item.text[:80]
         vectors, _ = text_table(model.config, [None, *(i.text for i in items)], ["", *(i.item_id for i in items)])
-        return _extended_lmrec(model, self.n_items, [self.item_index[i.item_id] for i in items], vectors[1:])
-
-
-def _extended_lmrec(
-    model: SequentialRecommender, n_items: int, rows: list[int], vectors: Tensor
-) -> SequentialRecommender:
-    """A copy of an lmrec model grown to `n_items` items, with `vectors` as the text of `rows`."""
-    grown = copy.deepcopy(model)
-    extra = n_items - model.n_items
-    text = torch.cat([model.text_emb, model.text_emb.new_zeros(extra, model.text_emb.shape[1])])
-    text[torch.as_tensor(rows)] = vectors.to(text.dtype)
-    grown.text_emb = text
-    grown.has_id = torch.cat([model.has_id, model.has_id.new_zeros(extra)])
-    old = model.item_emb.weight.detach()
-    grown.item_emb = nn.Embedding(n_items + 1, old.shape[1], padding_idx=0).requires_grad_(False)
-    with torch.no_grad():
-        grown.item_emb.weight.copy_(torch.cat([old, old.new_zeros(extra, old.shape[1])]))
-    grown.n_items = n_items
-    grown.eval()
-    return grown
+        try:
+            return model.with_items(self.n_items, [self.item_index[i.item_id] for i in items], vectors[1:])
+        except ValueError as exc:
+            raise Unsupported(str(exc)) from None
 
 
 def _freeze_item_table(model: SequentialRecommender) -> None:
