@@ -41,3 +41,14 @@ def test_the_api_and_the_service_explain_alike(tiny_run: Path, client: TestClien
         for rec, item in zip(api, served.json()["items"], strict=True):
             assert [(e.item_id, e.title) for e in rec.because] == [(b["item_id"], b["title"]) for b in item["because"]]
             assert [e.weight for e in rec.because] == pytest.approx([b["weight"] for b in item["because"]], abs=1e-6)
+
+
+def test_a_user_without_history_gets_the_services_popularity_fallback(tiny_run: Path, client: TestClient) -> None:
+    import numpy as np
+
+    recommender = lmrec.Recommender.load(tiny_run)
+    api = recommender.recommend_history(np.zeros(0, dtype=np.int64), k=6, explain=True)
+    engine = client.app.state.service.engine
+    served = engine.popular(6)
+    assert [r.item_id for r in api] == [engine.item_ids[r.item] for r in served]
+    assert [r.score for r in api] == pytest.approx([r.score for r in served])

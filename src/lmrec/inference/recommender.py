@@ -91,6 +91,14 @@ class Recommendation:
     probability: float | None = None  # of the behaviour, when a classifier re-ranked the list
 
 
+def popularity(dataset: PreparedDataset) -> tuple[np.ndarray, np.ndarray]:
+    """Items with events, most events first (ties by id), and every item's share of the events."""
+    counts = np.bincount(dataset.items, minlength=dataset.n_items + 1).astype(np.float64)
+    counts[0] = 0
+    order = np.argsort(-counts, kind="stable")
+    return order[counts[order] > 0], counts / max(counts.sum(), 1.0)
+
+
 class Recommender:
     """A trained run ready to recommend, speaking original user and item ids."""
 
@@ -145,6 +153,8 @@ class Recommender:
     ) -> list[Recommendation]:
         """Top-k items after a sequence of item indices, optionally re-ranked by a behaviour classifier
         (by its probability, or with `rerank_weight` by score + weight x log-odds, as in `evaluate`)."""
+        if not len(history):
+            return self.popular(k)
         window = history[-self.model.max_len :]
         tensor = torch.as_tensor(window, dtype=torch.long)[None]
         lengths = torch.tensor([len(window)])
@@ -170,6 +180,15 @@ class Recommender:
                 probability=float(probabilities[j]) if probabilities is not None else None,
             )
             for j, (item, score) in enumerate(zip(items, values, strict=True))
+        ]
+
+    def popular(self, k: int = 10) -> list[Recommendation]:
+        """The k items with the most events in the dataset, scored by their share of the events: the answer for
+        a user without history, as the service's popularity fallback gives it."""
+        order, share = popularity(self.dataset)
+        return [
+            Recommendation(str(self.dataset.item_ids[int(i)]), float(share[i]), self.dataset.item_title(int(i)))
+            for i in order[:k]
         ]
 
     def _rerank(

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from lmrec.errors import LmrecError
-from lmrec.inference.recommender import PastEvent, Recommender, strongest_events
+from lmrec.inference.recommender import PastEvent, Recommender, popularity, strongest_events
 from lmrec.models.base import SequentialRecommender
 from lmrec.serve.retrieval import EXACT_LIMIT, InnerProductIndex, normalised
 from lmrec.serve.store import StoredEvent, StoredItem
@@ -74,11 +74,7 @@ class Engine:
         self.index = None
         if self.dot_product and self.n_items > exact_limit:
             self.index = InnerProductIndex(self._table.numpy())
-        counts = np.bincount(self.dataset.items, minlength=self.n_items + 1).astype(np.float64)
-        counts[0] = 0
-        self._popularity = np.argsort(-counts, kind="stable")
-        self._popularity = self._popularity[counts[self._popularity] > 0]
-        self._pop_scores = counts / max(counts.sum(), 1.0)
+        self._popularity, self._pop_scores = popularity(self.dataset)
 
     @property
     def n_items(self) -> int:
