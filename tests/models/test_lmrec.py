@@ -180,3 +180,22 @@ def test_neighbourhood_text_votes_need_the_models_text() -> None:
         build_model("lmrec", N_ITEMS, {"use_text": False, "neighbourhood_weight": 1, "neighbourhood": VOTES})
     with pytest.raises(ConfigError, match="neighbourhood"):
         build_model("lmrec", N_ITEMS, {"neighbourhood_weight": 1, "neighbourhood": {"recnet": 2}})
+
+
+def test_the_inference_item_table_is_remembered_until_a_weight_changes() -> None:
+    model, text = _model()
+    model.fit_statistics(SEQUENCES)
+    model.eval()
+    with torch.inference_mode():
+        first = model.item_table()
+        assert model.item_table() is first  # nothing changed: not recomputed
+    with torch.no_grad():
+        model.adapter.bias.add_(0.5)  # in place, as an optimiser step
+        moved = model.item_table()
+        assert not torch.allclose(moved, first) and torch.allclose(moved, model._fresh_table())
+        model.set_item_text(text.flip(0))
+        assert torch.allclose(model.item_table(), model._fresh_table())
+    assert model.item_table().requires_grad  # with gradients it is always computed afresh
+    model.train()
+    with torch.no_grad():
+        assert model.item_table() is not model.item_table()

@@ -108,6 +108,7 @@ class LMRec(SASRec):
         self.adapter = MoEAdapter(config.text_dim, config.hidden, config.experts, config.text_dropout)
         self.text_norm = nn.LayerNorm(config.hidden)
         self._table: Tensor | None = None
+        self._memo: tuple[tuple, Tensor] | None = None
         self.uses_item_text = config.use_text
         self.neighbourhood: ItemKNN | None = None
         if config.neighbourhood_weight > 0:
@@ -189,8 +190,25 @@ class LMRec(SASRec):
 
         While training with `id_dropout`, a fresh random share of items loses its ID embedding at each step
         (as in DropoutNet, Volkovs et al. 2017), so that text alone must place them: the state every item
-        not yet interacted with is in at serving time.
+        not yet interacted with is in at serving time. Without gradients and outside training the table is
+        remembered until a tensor it reads is replaced or changed in place (its version counter moves), so
+        repeated inference calls (a recommendation per user) do not recompute the adapter over the catalogue.
         """
+        if self.training or torch.is_grad_enabled():
+            return self._fresh_table()
+        key = self._table_key()
+        if self._memo is None or self._memo[0] != key:
+            with torch.inference_mode(False), torch.no_grad():
+                self._memo = (key, self._fresh_table())
+        return self._memo[1]
+
+    def _table_key(self) -> tuple:
+        """What the item table is computed from: every tensor's identity, storage and version counter."""
+        tensors = [self.text_emb, self.has_id, self.item_emb.weight, *self.adapter.parameters()]
+        return tuple((id(t), t.data_ptr(), t._version) for t in [*tensors, *self.text_norm.parameters()])
+
+    def _fresh_table(self) -> Tensor:
+        """The item table computed now (see `item_table`)."""
         if not self.cfg.use_text:
             table = self.item_emb.weight
         else:
