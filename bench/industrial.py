@@ -292,7 +292,7 @@ def cold_ranking(runs: list[Path], data: Path, dataset: PreparedDataset, mask: n
 
 def report_table(report: dict) -> str:
     """The printed table: our medians with intervals, then the published figures (same test examples)."""
-    header = f"{'model':<16}{'valid N@10':>11}" + "".join(f"{m:>22}" for m in METRICS) + f"{'train s':>9}{'epochs':>7}"
+    header = f"{'model':<20}{'valid N@10':>11}" + "".join(f"{m:>22}" for m in METRICS) + f"{'train s':>9}{'epochs':>7}"
     lines = [
         "Amazon Industrial and Scientific, 4,533 test examples, all 3,686 items, history not masked",
         "median of seeds [95% interval of the seed-averaged mean, users resampled]",
@@ -305,12 +305,12 @@ def report_table(report: dict) -> str:
         )
         mark = " *" if name == report["best_id_only"] else ""
         lines.append(
-            f"{name + mark:<16}{res['valid_ndcg@10']['median']:>11.4f}{cells}"
+            f"{name + mark:<20}{res['valid_ndcg@10']['median']:>11.4f}{cells}"
             f"{res['train_seconds']['median']:>9.0f}{res['epochs']['median']:>7.0f}"
         )
     lines.append("published (MiniOneRec's table):")
     for name, values in PUBLISHED.items():
-        lines.append(f"{name:<16}{'':>11}" + "".join(f"{v:>22.4f}" for v in values))
+        lines.append(f"{name:<20}{'':>11}" + "".join(f"{v:>22.4f}" for v in values))
     lines.append("* best ID-only model by validation NDCG@10")
     return "\n".join(lines)
 
@@ -366,9 +366,9 @@ def main() -> None:
     for name in text:
         for base in {best_id, "sasrec", "lmrec-notext"} & set(variants) - {None}:
             comparisons[f"{name} - {base}"] = paired(runs[base], runs[name], masks)
-    for first, second in COMPARED:
-        if {first, second} <= set(variants):
-            comparisons[f"{second} - {first}"] = paired(runs[first], runs[second], masks)
+    for base, name in COMPARED:
+        if {base, name} <= set(variants):
+            comparisons[f"{name} - {base}"] = paired(runs[base], runs[name], masks)
     report = {
         "dataset": {"users": dataset.n_users, "items": dataset.n_items, "test_examples": len(first)},
         "protocol": first.protocol_info(),
