@@ -69,6 +69,11 @@ def pretrain(
     configure_threads(config.train.threads)
     seed_everything(config.seed)
     model_ = build_model("lmrec", datasets[0].n_items, config.model_params)
+    if not model_.inductive:
+        raise ConfigError(
+            "pretrain trains a text-only model for any catalogue; model.neighbourhood_weight > 0 counts one "
+            "catalogue's transitions: leave it at 0 here and set it when training on the target (lmrec train --init)."
+        )
     tables = [item_text_table(model_.config, dataset, progress) for dataset in datasets]
     sources = [(dataset, table) for dataset, (table, _) in zip(datasets, tables, strict=True)]
     trainer = Pretrainer(model_, sources, config, contrastive_weight=contrastive_weight, progress=progress)

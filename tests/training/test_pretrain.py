@@ -87,3 +87,22 @@ def test_zero_shot_refuses_another_text_encoder(make_prepared, tmp_path: Path) -
     info_file.write_text(json.dumps({**info, "item_text": {**info["item_text"], "model_id": "0" * 64}}))
     with pytest.raises(RunError, match="another text encoder"):
         api.Recommender.load(tmp_path / "pre", data=target)
+
+
+def test_a_neighbourhood_is_refused_by_pretrain_and_added_when_fine_tuning(make_prepared, tmp_path: Path) -> None:
+    from lmrec.errors import ConfigError
+
+    source = _catalogue(make_prepared, tmp_path / "a", 20, 0)
+    target = _catalogue(make_prepared, tmp_path / "b", 25, 1)
+    with pytest.raises(ConfigError, match="neighbourhood_weight"):
+        api.pretrain([source], tmp_path / "refused", overrides=[*FAST, "model.neighbourhood_weight=2"])
+    assert not (tmp_path / "refused").exists()
+    api.pretrain([source], tmp_path / "pre", overrides=[*FAST, "train.epochs=1"])
+    votes = ["model.neighbourhood_weight=2", "model.neighbourhood.text_weight=1"]
+    tuned = api.train(
+        target, tmp_path / "tuned", model="lmrec", init=tmp_path / "pre", overrides=["train.epochs=1", *votes]
+    )
+    assert tuned["init"]["loaded"] > 10
+    model = api.Recommender.load(tmp_path / "tuned").model
+    assert model.neighbourhood is not None and model.neighbourhood.counts.shape == (26,)  # the target's counts
+    assert model.neighbourhood.counts.sum() > 0
