@@ -123,3 +123,18 @@ def test_a_bad_search_space_is_one_sentence(cyclic_dataset: Path, tmp_path: Path
     assert says in message and str(path) in message
     assert "\n" not in message and message.endswith(".")
     assert not (tmp_path / "tune" / "study.sqlite3").exists()
+
+
+def test_nested_model_settings_are_searchable_and_checked(tmp_path: Path) -> None:
+    from lmrec.config import build_config
+    from lmrec.training.search import load_space, trial_config
+
+    base = build_config("lmrec", None, [])
+    path = tmp_path / "space.yaml"
+    path.write_text("model.neighbourhood_weight: {float: [1, 10]}\nmodel.neighbourhood.decay: {choice: [0.3, 0.5]}\n")
+    assert [d.key for d in load_space(path, base)] == ["model.neighbourhood_weight", "model.neighbourhood.decay"]
+    config = trial_config(base, {"model.neighbourhood_weight": 7.0, "model.neighbourhood.decay": 0.5})
+    assert config.model["neighbourhood_weight"] == 7.0 and config.model["neighbourhood"] == {"decay": 0.5}
+    path.write_text("model.neighbourhood.recnet: {choice: [2, 3]}\n")
+    with pytest.raises(ConfigError, match=r"model\.neighbourhood\.recnet"):
+        load_space(path, base)

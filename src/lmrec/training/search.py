@@ -136,7 +136,7 @@ def _check_key(path: Path, dimension: Dimension, base: RunConfig) -> None:
         raise ConfigError(
             f"search space {path}: {dimension.key} is not a dotted config key; keys start with model., train. or eval."
         )
-    if name not in fields[section]:
+    if name.partition(".")[0] not in fields[section]:  # a nested key (model.neighbourhood.decay) is checked below
         known = ", ".join(f"{section}.{f}" for f in sorted(fields[section] - {"name"}))
         raise ConfigError(f"search space {path}: {dimension.key} is not a {base.model_name} setting; known: {known}.")
     for value in dimension.values:
@@ -150,8 +150,9 @@ def trial_config(base: RunConfig, values: dict[str, Any]) -> RunConfig:
     """The base config with sampled values (dotted keys) set, checked by the config and the model."""
     nested: dict[str, Any] = {}
     for key, value in values.items():
-        section, _, name = key.partition(".")
-        nested = merge(nested, {section: {name: value}})
+        for part in reversed(key.split(".")):
+            value = {part: value}
+        nested = merge(nested, value)
     config = validate_config(merge(base.model_dump(mode="json"), nested))
     model_class(config.model_name).from_params(1, config.model_params)
     return config
