@@ -15,6 +15,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,22 @@ COMPARED = [
 TAIL_COUNT = 5  # a long-tail target occurs fewer than this many times as a training target
 
 
+def coordinate_ascent(score: Callable[[dict], float], keys: list[str], start: dict) -> tuple[dict, float]:
+    """The settings over KNN_GRID's `keys` that `score` rates best, one key at a time from `start` (3 sweeps at
+    most, stopping early when a sweep changes nothing), and their score."""
+    best, value = start, score(start)
+    for _ in range(3):
+        improved = False
+        for key in keys:
+            for option in KNN_GRID[key]:
+                trial = score({**best, key: option})
+                if trial > value + 1e-6:
+                    best, value, improved = {**best, key: option}, trial, True
+        if not improved:
+            break
+    return best, value
+
+
 def tune_knn(variant: str, data: Path, work: Path) -> list[str]:
     """The itemknn settings of `variant` with the best validation NDCG@10 (coordinate ascent, 3 sweeps at
     most), kept in WORK/tune-VARIANT.json so that a rerun reuses them."""
@@ -124,17 +141,7 @@ def tune_knn(variant: str, data: Path, work: Path) -> list[str]:
             model.set_item_text(text)
         return evaluator(model.eval()).metrics["ndcg@10"]
 
-    best = {"text_weight": 3.0} if "text_weight" in keys else {}
-    value = score(best)
-    for _ in range(3):
-        improved = False
-        for key in keys:
-            for option in KNN_GRID[key]:
-                trial = score({**best, key: option})
-                if trial > value + 1e-6:
-                    best, value, improved = {**best, key: option}, trial, True
-        if not improved:
-            break
+    best, value = coordinate_ascent(score, keys, {"text_weight": 3.0} if "text_weight" in keys else {})
     overrides = [f"model.{k}={v}" for k, v in best.items()]
     saved.write_text(json.dumps({"overrides": overrides, "valid_ndcg@10": value}, indent=2) + "\n")
     return overrides

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from industrial import KNN_GRID
+from industrial import KNN_GRID, coordinate_ascent
 from lmrec import api
 from lmrec.config import parse_overrides
 from lmrec.data.dataset import PreparedDataset
@@ -48,17 +48,7 @@ def tune_votes(dataset: PreparedDataset, valid: Evaluator, sequences: list[torch
         model.set_item_text(text)
         return valid(model.eval()).metrics["ndcg@10"]
 
-    best = {"text_weight": 3.0}
-    value = score(best)
-    for _ in range(3):
-        improved = False
-        for key, options in KNN_GRID.items():
-            for option in options:
-                trial = score({**best, key: option})
-                if trial > value + 1e-6:
-                    best, value, improved = {**best, key: option}, trial, True
-        if not improved:
-            break
+    best, value = coordinate_ascent(score, list(KNN_GRID), {"text_weight": 3.0})
     overrides = [f"model.neighbourhood.{k}={v}" for k, v in best.items()]
     saved.write_text(json.dumps({"overrides": overrides, "valid_ndcg@10": value}, indent=2) + "\n")
     return overrides
