@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lmrec.cli import main
+from synth_helpers import synth_prepared
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -204,11 +205,8 @@ TINY_RUN = ["train.epochs=2", "model.max_len=20", "model.hidden=16"]  # the serv
 
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic log (`lmrec data synth`) prepared with the default leave-one-out split."""
-    root = tmp_path_factory.mktemp("synth-data")
-    main(["data", "synth", "--users", "120", "--items", "60", "--events", "3000", "--out", str(root / "log.csv")])
-    main(["data", "prepare", str(root / "log.csv"), "--items", str(root / "log.items.csv"), "--out", str(root / "d")])
-    return root / "d"
+    """A small synthetic log prepared with the default leave-one-out split."""
+    return synth_prepared(tmp_path_factory.mktemp("synth-data"), users=120, items=60, events=3000)
 
 
 @pytest.fixture(scope="session")

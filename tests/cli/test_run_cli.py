@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lmrec.cli import main
 from lmrec.inference.recommender import Recommender
+from synth_helpers import synth_prepared
 
 TINY = ["--set", "train.epochs=2", "--set", "model.max_len=20", "--set", "eval.ks=[5,10]"]
 
@@ -18,10 +18,7 @@ TINY = ["--set", "train.epochs=2", "--set", "model.max_len=20", "--set", "eval.k
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic log prepared with the default leave-one-out split."""
-    root = tmp_path_factory.mktemp("cli")
-    main(["data", "synth", "--users", "150", "--items", "80", "--events", "4000", "--out", str(root / "log.csv")])
-    main(["data", "prepare", str(root / "log.csv"), "--items", str(root / "log.items.csv"), "--out", str(root / "d")])
-    return root / "d"
+    return synth_prepared(tmp_path_factory.mktemp("cli"), users=150, items=80, events=4000)
 
 
 def test_train_evaluate_compare_recommend(prepared: Path, tmp_path: Path, run_cli) -> None:
