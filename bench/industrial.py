@@ -147,6 +147,33 @@ def tune_knn(variant: str, data: Path, work: Path) -> list[str]:
     return overrides
 
 
+def blend_validation(
+    runs: list[Path], data: Path, votes: list[str], evaluator: Evaluator, weights: list[float]
+) -> tuple[float, dict[float, list[float]]]:
+    """Validation NDCG@10 of each trained lmrec run blended with `votes` at each of `weights` (the votes never
+    enter the loss, so the run's Transformer is what a blend trains too), and the weight with the best median."""
+    import torch
+
+    from lmrec.config import parse_overrides
+    from lmrec.models.base import build_model
+
+    dataset = evaluator.dataset
+    sequences = [torch.from_numpy(dataset.train_sequence(u)) for u in range(dataset.n_users)]
+    values: dict[float, list[float]] = {weight: [] for weight in weights}
+    for run in runs:
+        neural = api.Recommender.load(run, data).model
+        params = {**neural.config.model_dump(), **parse_overrides(votes)["model"], "neighbourhood_weight": 1.0}
+        model = build_model("lmrec", dataset.n_items, params)
+        model.load_state_dict(neural.state_dict(), strict=False)
+        model.fit_statistics(sequences)
+        if model.uses_item_text:
+            model.set_item_text(neural.text_emb)
+        for weight in weights:
+            model.cfg.neighbourhood_weight = weight
+            values[weight].append(evaluator(model.eval()).metrics["ndcg@10"])
+    return max(weights, key=lambda weight: statistics.median(values[weight])), values
+
+
 def tune_blend(variant: str, data: Path, work: Path, seeds: int, max_seconds: int) -> list[str]:
     """A blend's settings: its itemknn variant's votes (tuned on validation) and the neighbourhood_weight with
     the best median validation NDCG@10 over its lmrec variant's seeds, whose Transformers are what the blend
@@ -154,10 +181,6 @@ def tune_blend(variant: str, data: Path, work: Path, seeds: int, max_seconds: in
     saved = work / f"tune-{variant}.json"
     if saved.is_file():
         return json.loads(saved.read_text())["overrides"]
-    import torch
-
-    from lmrec.config import parse_overrides
-    from lmrec.models.base import build_model
     from lmrec.models.itemknn import VoteConfig
 
     neural_variant, knn = BLENDS[variant]
@@ -167,22 +190,8 @@ def tune_blend(variant: str, data: Path, work: Path, seeds: int, max_seconds: in
         for o in knn_settings
         if o.split("=")[0].removeprefix("model.") in VoteConfig.model_fields
     ]
-    dataset = PreparedDataset.load(data)
-    sequences = [torch.from_numpy(dataset.train_sequence(u)) for u in range(dataset.n_users)]
-    evaluator = Evaluator(dataset, "valid")
-    values: dict[float, list[float]] = {weight: [] for weight in BLEND_GRID}
-    for run in train_seeds(neural_variant, data, seeds, work, max_seconds, []):
-        neural = api.Recommender.load(run, data).model
-        params = {**neural.config.model_dump(), **parse_overrides(votes)["model"], "neighbourhood_weight": 1.0}
-        model = build_model("lmrec", dataset.n_items, params)
-        model.load_state_dict(neural.state_dict(), strict=False)
-        model.fit_statistics(sequences)
-        if model.uses_item_text:
-            model.set_item_text(neural.text_emb)
-        for weight in BLEND_GRID:
-            model.cfg.neighbourhood_weight = weight
-            values[weight].append(evaluator(model.eval()).metrics["ndcg@10"])
-    best = max(BLEND_GRID, key=lambda weight: statistics.median(values[weight]))
+    neural = train_seeds(neural_variant, data, seeds, work, max_seconds, [])
+    best, values = blend_validation(neural, data, votes, Evaluator(PreparedDataset.load(data), "valid"), BLEND_GRID)
     overrides = [*votes, f"model.neighbourhood_weight={best}"]
     saved.write_text(json.dumps({"overrides": overrides, "valid_ndcg@10": values}, indent=2) + "\n")
     return overrides

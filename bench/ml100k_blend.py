@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 from pathlib import Path
 
 import torch
 
-from industrial import KNN_GRID, coordinate_ascent
+from industrial import KNN_GRID, blend_validation, coordinate_ascent
 from lmrec import api
-from lmrec.config import parse_overrides
 from lmrec.data.dataset import PreparedDataset
 from lmrec.evaluation.evaluator import EvalResult, Evaluator
 from lmrec.evaluation.stats import paired_test, seed_averaged_deltas
@@ -54,25 +52,6 @@ def tune_votes(dataset: PreparedDataset, valid: Evaluator, sequences: list[torch
     return overrides
 
 
-def tune_weight(
-    runs: list[Path], votes: list[str], dataset: PreparedDataset, valid: Evaluator, sequences: list[torch.Tensor]
-) -> dict:
-    """Validation NDCG@10 of each blend weight over the plain lmrec runs, and the weight with the best median."""
-    values: dict[float, list[float]] = {weight: [] for weight in WEIGHTS}
-    for run in runs:
-        neural = api.Recommender.load(run).model
-        params = {**neural.config.model_dump(), **parse_overrides(votes)["model"], "neighbourhood_weight": 1.0}
-        model = build_model("lmrec", dataset.n_items, params)
-        model.load_state_dict(neural.state_dict(), strict=False)
-        model.fit_statistics(sequences)
-        model.set_item_text(neural.text_emb)
-        for weight in WEIGHTS:
-            model.cfg.neighbourhood_weight = weight
-            values[weight].append(valid(model.eval()).metrics["ndcg@10"])
-    best = max(WEIGHTS, key=lambda weight: statistics.median(values[weight]))
-    return {"weight": best, "valid_ndcg@10": {str(w): v for w, v in values.items()}}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -87,8 +66,9 @@ def main() -> None:
     base = PROTOCOLS["R"]["overrides"]
     plain = [train_or_resume(data, args.work / f"R-lmrec-s{s}", "lmrec", base, s) for s in range(args.seeds)]
     votes = tune_votes(dataset, valid, sequences, args.work / "ml-tune-knn.json")
-    chosen = tune_weight(plain[: args.choose_seeds], votes, dataset, valid, sequences)
-    blend_settings = [*base, *votes, f"model.neighbourhood_weight={chosen['weight']}"]
+    weight, values = blend_validation(plain[: args.choose_seeds], data, votes, valid, WEIGHTS)
+    chosen = {"weight": weight, "valid_ndcg@10": {str(w): v for w, v in values.items()}}
+    blend_settings = [*base, *votes, f"model.neighbourhood_weight={weight}"]
     blend = [
         train_or_resume(data, args.work / f"R-lmrec-knn-s{s}", "lmrec", blend_settings, s) for s in range(args.seeds)
     ]

@@ -66,8 +66,6 @@ class Engine:
         self._added_titles: dict[int, str] = {}
         self._titles: dict[int, str] = {}
         model = self._with_items(recommender.model, items) if items else copy.deepcopy(recommender.model)
-        if hasattr(model, "item_table"):
-            _freeze_item_table(model)
         self.model = model
         self.dot_product = model.scores_by_table
         self.exact_limit = exact_limit
@@ -271,10 +269,3 @@ class Engine:
             return model.with_items(self.n_items, [self.item_index[i.item_id] for i in items], vectors[1:])
         except ValueError as exc:
             raise Unsupported(str(exc)) from None
-
-
-def _freeze_item_table(model: SequentialRecommender) -> None:
-    """Compute a text model's item table once instead of on every request (the model is read-only here)."""
-    with torch.inference_mode():
-        table = model.item_table()
-    model.item_table = lambda: table
