@@ -23,6 +23,8 @@ from lmrec.models.base import ModelConfig, SequentialRecommender, register
 from lmrec.text.pooling import DEFAULT_POOLING, DEFAULT_PROMPT, Pooling
 
 _SIZED = ("row_ptr", "cols", "transitions", "cooccurrences", "item_text")  # buffers sized by the data
+# Every buffer taken from one catalogue's training data (what never transfers to another catalogue).
+STATISTICS = (*_SIZED, "counts")
 
 
 class VoteConfig(BaseModel):

@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from lmrec.models.base import Batch, SequentialRecommender, register
-from lmrec.models.itemknn import ItemKNN, ItemKNNConfig, VoteConfig
+from lmrec.models.itemknn import STATISTICS, ItemKNN, ItemKNNConfig, VoteConfig
 from lmrec.models.sasrec import SASRec, SASRecConfig
 from lmrec.text.pooling import DEFAULT_POOLING, DEFAULT_PROMPT, Pooling
 
@@ -171,8 +171,7 @@ class LMRec(SASRec):
     def catalogue_keys() -> tuple[str, ...]:
         """State-dict entries that belong to one catalogue and never transfer to another (the neighbour
         counts are taken afresh from each training set)."""
-        counts = ("row_ptr", "cols", "transitions", "cooccurrences", "counts", "item_text")
-        return ("text_emb", "has_id", "item_emb.weight", *(f"neighbourhood.{name}" for name in counts))
+        return ("text_emb", "has_id", "item_emb.weight", *(f"neighbourhood.{name}" for name in STATISTICS))
 
     @property
     def inductive(self) -> bool:
